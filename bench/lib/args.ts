@@ -1,0 +1,72 @@
+// Command-line options of `deno task bench`.
+
+export const PATH_NAMES = ["direct", "c", "proxy"] as const;
+export type PathName = typeof PATH_NAMES[number];
+
+export interface BenchOptions {
+  /** Timed round trips per run. */
+  rounds: number;
+  /** Untimed round trips before each run (connection set-up, caches, page faults). */
+  warmup: number;
+  /** Runs per path and fd mode; the report takes the median of the per-run percentiles. */
+  runs: number;
+  only: PathName[];
+}
+
+export const USAGE =
+  `usage: deno task bench [--rounds N] [--runs K] [--warmup W] [--only direct,c,proxy]
+  --rounds N   timed round trips per run (default 20000)
+  --runs K     runs per path and fd mode; medians are reported (default 3)
+  --warmup W   untimed round trips before each run (default 2000)
+  --only LIST  comma-separated subset of direct,c,proxy (default: all)`;
+
+export class UsageError extends Error {}
+
+function positiveInt(flag: string, value: string | undefined, allowZero = false): number {
+  const n = Number(value);
+  if (value === undefined || !Number.isInteger(n) || n < (allowZero ? 0 : 1)) {
+    throw new UsageError(`${flag} needs a ${allowZero ? "non-negative" : "positive"} integer`);
+  }
+  return n;
+}
+
+function pathList(value: string | undefined): PathName[] {
+  const names = (value ?? "").split(",").map((s) => s.trim()).filter((s) => s !== "");
+  if (names.length === 0) throw new UsageError("--only needs a list such as direct,c");
+  for (const n of names) {
+    if (!(PATH_NAMES as readonly string[]).includes(n)) {
+      throw new UsageError(`--only: unknown path "${n}" (known: ${PATH_NAMES.join(",")})`);
+    }
+  }
+  // Keep the canonical order so that the table always reads direct, c, proxy.
+  return PATH_NAMES.filter((p) => names.includes(p));
+}
+
+/** Parses `--flag value` and `--flag=value`; throws UsageError (with "help" for --help). */
+export function parseArgs(argv: string[]): BenchOptions {
+  const opts: BenchOptions = { rounds: 20000, warmup: 2000, runs: 3, only: [...PATH_NAMES] };
+  for (let i = 0; i < argv.length; i++) {
+    const [flag, inline] = argv[i].split(/=(.*)/s, 2);
+    const value = () => inline ?? argv[++i];
+    switch (flag) {
+      case "--rounds":
+        opts.rounds = positiveInt(flag, value());
+        break;
+      case "--runs":
+        opts.runs = positiveInt(flag, value());
+        break;
+      case "--warmup":
+        opts.warmup = positiveInt(flag, value(), true);
+        break;
+      case "--only":
+        opts.only = pathList(value());
+        break;
+      case "-h":
+      case "--help":
+        throw new UsageError("help");
+      default:
+        throw new UsageError(`unknown argument: ${argv[i]}`);
+    }
+  }
+  return opts;
+}

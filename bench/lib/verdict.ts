@@ -1,0 +1,67 @@
+// The proxy's latency target: the latency it adds over a direct connection must stay within
+// 1.3× of what the minimal C poll relay adds (ffi-notes §3.1: the extra process hop costs
+// about +25 µs per round trip on these 2-vCPU VMs whatever the relay is written in).
+
+import type { PathName } from "./args.ts";
+import type { PathResult } from "./measure.ts";
+
+export const TARGET_RATIO = 1.3;
+
+export interface Added {
+  p50: number;
+  p99: number;
+}
+
+export interface RatioCheck {
+  fd: boolean;
+  proxyAddedP50: number;
+  cAddedP50: number;
+  /** null when the C relay's added p50 is not positive (pure noise): no meaningful ratio. */
+  ratio: number | null;
+  pass: boolean;
+}
+
+export interface Verdict {
+  limit: number;
+  checks: RatioCheck[];
+  /** null when proxy, C relay or direct was not measured. */
+  pass: boolean | null;
+}
+
+function find(results: PathResult[], path: PathName, fd: boolean): PathResult | undefined {
+  return results.find((r) => r.path === path && r.fd === fd);
+}
+
+/** Latency a path adds over direct with the same fd mode, from the medians. */
+export function addedOverDirect(results: PathResult[], r: PathResult): Added | undefined {
+  const direct = find(results, "direct", r.fd);
+  if (!direct || r.path === "direct") return undefined;
+  return {
+    p50: r.summary.p50_us - direct.summary.p50_us,
+    p99: r.summary.p99_us - direct.summary.p99_us,
+  };
+}
+
+export function judge(results: PathResult[]): Verdict {
+  const checks: RatioCheck[] = [];
+  for (const fd of [false, true]) {
+    const proxy = find(results, "proxy", fd);
+    const c = find(results, "c", fd);
+    const proxyAdded = proxy && addedOverDirect(results, proxy);
+    const cAdded = c && addedOverDirect(results, c);
+    if (!proxyAdded || !cAdded) continue;
+    const ratio = cAdded.p50 > 0 ? proxyAdded.p50 / cAdded.p50 : null;
+    checks.push({
+      fd,
+      proxyAddedP50: proxyAdded.p50,
+      cAddedP50: cAdded.p50,
+      ratio,
+      pass: ratio !== null && ratio <= TARGET_RATIO,
+    });
+  }
+  return {
+    limit: TARGET_RATIO,
+    checks,
+    pass: checks.length === 2 ? checks.every((c) => c.pass) : null,
+  };
+}
