@@ -1,0 +1,108 @@
+/**
+ * Protocol violations as values, and an error class that carries one.
+ *
+ * The codec never throws at its decode boundary: a malformed message becomes a
+ * {@link ProtocolViolation} value that the relay can log, count or turn into a
+ * disconnect. Code that must propagate a violation through `throw` wraps it in
+ * a {@link ProtocolError}.
+ *
+ * @module
+ */
+
+import type { Channel, Side } from "./catalogue.ts";
+
+/** What part of a message broke the rules. */
+export type ViolationKind =
+  /** Fewer than 12 header bytes, or header size and payload length disagree. */
+  | "header"
+  /** Version bits, reserved bits, REPLY or NEED_REPLY bit wrong for the direction. */
+  | "flags"
+  /** Payload length not allowed for the layout, or above {@link MAX_PAYLOAD_SIZE}. */
+  | "size"
+  /** Wrong number of file descriptors, or NOFD bit inconsistent with them. */
+  | "fds"
+  /** A field holds a value the spec forbids. */
+  | "value"
+  /** The codec itself failed; always a bug in the codec. */
+  | "internal";
+
+/** Largest payload rust-vmm accepts; also the codec's bound (spec §1.1). */
+export const MAX_PAYLOAD_SIZE = 4096;
+
+/** A malformed message, described precisely enough to log and act on. */
+export interface ProtocolViolation {
+  /** Request name (`SET_VRING_ADDR`, `UNKNOWN(99)`). */
+  readonly request: string;
+  /** Request code as found in the header. */
+  readonly code: number;
+  /** Channel the message travelled on. */
+  readonly channel: Channel;
+  /** Side that sent it. */
+  readonly sender: Side;
+  /** Whether the message was a request or a reply. */
+  readonly messageKind: "request" | "reply";
+  /** Category of the violation. */
+  readonly kind: ViolationKind;
+  /** The offending field (`flags`, `size`, `nregions`, `direction`…), when there is one. */
+  readonly field?: string;
+  /** The detail after the colon, e.g. `payload is 12 bytes, expected 40`. */
+  readonly detail: string;
+  /** The whole sentence, e.g. `Cannot decode SET_VRING_ADDR from front-end: payload is 12 bytes, expected 40`. */
+  readonly message: string;
+}
+
+/** Everything of a {@link ProtocolViolation} except the rendered sentence. */
+export type ViolationInit = Omit<ProtocolViolation, "message">;
+
+/**
+ * Builds a violation and renders its sentence.
+ *
+ * @example
+ * ```ts
+ * const v = violation({
+ *   request: "SET_VRING_ADDR", code: 9, channel: "main", sender: "front-end",
+ *   messageKind: "request", kind: "size", field: "size",
+ *   detail: "payload is 12 bytes, expected 40",
+ * });
+ * v.message; // "Cannot decode SET_VRING_ADDR from front-end: payload is 12 bytes, expected 40"
+ * ```
+ */
+export function violation(init: ViolationInit): ProtocolViolation {
+  const what = init.messageKind === "reply" ? `${init.request} reply` : init.request;
+  return { ...init, message: `Cannot decode ${what} from ${init.sender}: ${init.detail}` };
+}
+
+/** The direction a message travelled, named by its sender and receiver. */
+export type Direction = "front-end → back-end" | "back-end → front-end";
+
+/**
+ * An exception carrying a {@link ProtocolViolation}, for code paths that must
+ * throw (e.g. a relay loop aborting a session).
+ *
+ * @example
+ * ```ts
+ * const result = decodeMessage(header, payload, fds, ctx);
+ * if (!result.ok) throw new ProtocolError(result.error);
+ * ```
+ */
+export class ProtocolError extends Error {
+  /** The violation this error reports. */
+  readonly violation: ProtocolViolation;
+
+  /** Wraps `violation`; the error message is the violation's sentence. */
+  constructor(violation: ProtocolViolation, options?: ErrorOptions) {
+    super(violation.message, options);
+    this.name = "ProtocolError";
+    this.violation = violation;
+  }
+
+  /** Name of the offending request. */
+  get request(): string {
+    return this.violation.request;
+  }
+
+  /** Which way the offending message travelled. */
+  get direction(): Direction {
+    return this.violation.sender === "front-end" ? "front-end → back-end" : "back-end → front-end";
+  }
+}
