@@ -10,7 +10,7 @@
 
 import { type BenchOptions, parseArgs, type PathName, USAGE, UsageError } from "./lib/args.ts";
 import { buildHelpers } from "./lib/build.ts";
-import { Children } from "./lib/children.ts";
+import { Children, Interrupted } from "./lib/children.ts";
 import { measure } from "./lib/measure.ts";
 import { type Endpoint, PATH_LABELS, startPath } from "./lib/paths.ts";
 import { clockTicksPerSecond } from "./lib/procfs.ts";
@@ -39,6 +39,7 @@ async function bench(opts: BenchOptions, children: Children, dir: string): Promi
     try {
       endpoints.push(await startPath(ctx, name));
     } catch (e) {
+      if (children.closed) throw new Interrupted();
       startFailures[name] = (e as Error).message;
       log(`could not start ${PATH_LABELS[name]}: ${(e as Error).message}`);
     }
@@ -98,6 +99,7 @@ async function main(): Promise<number> {
   try {
     return await bench(opts, children, dir);
   } catch (e) {
+    if (e instanceof Interrupted || children.closed) return 130;
     console.error(`bench failed: ${(e as Error).message}`);
     return 1;
   } finally {

@@ -102,6 +102,7 @@ int main(int argc, char **argv) {
     uint64_t t1 = now_ns();
     if (rc <= 0) {
       if (rc == 0) fprintf(stderr, "pingpong: EOF after %ld round trips\n", i);
+      else if (errno == EAGAIN) fprintf(stderr, "pingpong: no reply within 5 s (round trip %ld)\n", i);
       else perror("pingpong: recv");
       return 1;
     }

@@ -82,6 +82,13 @@ export class Child {
   }
 }
 
+/** Thrown by work that notices the bench is being stopped (Ctrl-C, SIGTERM). */
+export class Interrupted extends Error {
+  constructor() {
+    super("interrupted");
+  }
+}
+
 export interface RunResult {
   code: number;
   stdout: string;
@@ -91,9 +98,13 @@ export interface RunResult {
 
 export class Children {
   #live = new Set<Child>();
+  #closed = false;
 
   /** Starts a long-running helper (back-end, relay, proxy). */
   start(name: string, cmd: string, args: string[]): Child {
+    // After stopAll (Ctrl-C) the measurement loop may still be unwinding: a process started
+    // now would outlive the bench.
+    if (this.#closed) throw new Interrupted();
     const child = new Child(name, cmd, args);
     this.#live.add(child);
     return child;
@@ -115,7 +126,13 @@ export class Children {
     return { code: status.code, stdout: child.stdout, stderr: child.stderr.trim(), timedOut };
   }
 
+  /** True once stopAll has begun: no new process may start. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
   async stopAll(): Promise<void> {
+    this.#closed = true;
     await Promise.all([...this.#live].map((c) => c.stop()));
     this.#live.clear();
   }

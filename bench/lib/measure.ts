@@ -3,7 +3,7 @@
 // would otherwise have run last.
 
 import type { BenchOptions, PathName } from "./args.ts";
-import type { Children } from "./children.ts";
+import { type Children, Interrupted } from "./children.ts";
 import type { Endpoint } from "./paths.ts";
 import { RTT_KEYS, type RttRun, type RttSummary, runPingpong } from "./pingpong.ts";
 import { type MemSample, readCpuTicks, readMem, RssSampler } from "./procfs.ts";
@@ -41,6 +41,14 @@ interface Accumulator {
   runs: RttRun[];
   cpuTicks: number;
   messages: number;
+}
+
+/** Why the relay is gone, if it is: its exit status and last output. */
+async function relayExit(ep: Endpoint): Promise<string> {
+  if (!ep.relay?.exited) return "";
+  const { code, signal } = await ep.relay.status;
+  const output = ep.relay.output.trim();
+  return `\n${ep.relay.name} exited (${signal ?? `code ${code}`})` + (output ? `:\n${output}` : "");
 }
 
 export async function measure(
@@ -83,8 +91,9 @@ export async function measure(
               `p50 ${r.p50_us.toFixed(1)} µs  p99 ${r.p99_us.toFixed(1)} µs`,
           );
         } catch (e) {
-          failures[ep.name] = (e as Error).message +
-            (ep.relay?.exited ? `\n${ep.relay.name} output:\n${ep.relay.output}` : "");
+          // A pingpong killed by Ctrl-C is not the path's fault: stop, report nothing.
+          if (children.closed) throw new Interrupted();
+          failures[ep.name] = (e as Error).message + await relayExit(ep);
           progress(`run ${run}/${opts.runs} ${ep.name} fd=${fd ? 1 : 0}  FAILED`);
           continue;
         } finally {
