@@ -1,0 +1,160 @@
+/**
+ * Command-line entry: `vhost-user-proxy <subcommand> …`. Parsing uses `node:util`'s parseArgs
+ * (a maintained built-in; JSR libraries cannot be fetched here).
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import type { Dialect } from "./proxy/catalogue.ts";
+import type { DeviceStateConfig, EngineConfig } from "./proxy/engine.ts";
+import { fanOut, humanSink, jsonLinesSink, type Sink } from "./proxy/log_sink.ts";
+import { startProxy } from "./proxy/server.ts";
+
+const USAGE = `vhost-user-proxy: a vhost-user man-in-the-middle that relays, decodes and logs
+
+Usage:
+  vhost-user-proxy run --listen <front.sock> --backend <back.sock> [options]
+
+run options:
+  --listen <path>          socket QEMU connects to (created 0600; a stale file is replaced)
+  --backend <path>         the back-end's listening socket
+  --log <file.jsonl>       one JSON object per message and event
+  --quiet                  no human-readable log on stderr
+  --socket-mode <octal>    mode of the --listen socket (default 0600, e.g. 0660 for a group)
+  --front-dialect <d>      numbering QEMU's side speaks: upstream (default) or rfc2023
+  --back-dialect <d>       numbering the back-end speaks: upstream (default) or rfc2023
+  --device-state <mode>    relay (default), emulate, off
+  --state-dump <dir>       save every device-state blob into <dir>
+  --state-buffer           read the whole state before delivering it
+  --fault <spec>           inject a device-state fault (repeatable)
+  --stuck-after <ms>       flag a request still awaiting its reply after <ms> (default 5000)
+  --connect-timeout <ms>   keep retrying the back-end this long (default 10000)
+`;
+
+/** Thrown for bad command lines; printed without a stack. */
+class UsageError extends Error {
+  override name = "UsageError";
+}
+
+function dialectOf(value: string | undefined, flag: string): Dialect {
+  const v = value ?? "upstream";
+  if (v !== "upstream" && v !== "rfc2023") {
+    throw new UsageError(`${flag} must be "upstream" or "rfc2023", not "${v}"`);
+  }
+  return v;
+}
+
+function intOf(value: string | undefined, flag: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) {
+    throw new UsageError(`${flag} must be a non-negative integer, not "${value}"`);
+  }
+  return n;
+}
+
+async function runCommand(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    strict: true,
+    options: {
+      listen: { type: "string" },
+      backend: { type: "string" },
+      log: { type: "string" },
+      quiet: { type: "boolean", default: false },
+      "socket-mode": { type: "string" },
+      "front-dialect": { type: "string" },
+      "back-dialect": { type: "string" },
+      "device-state": { type: "string" },
+      "state-dump": { type: "string" },
+      "state-buffer": { type: "boolean", default: false },
+      fault: { type: "string", multiple: true },
+      "stuck-after": { type: "string" },
+      "connect-timeout": { type: "string" },
+      "state-save-cmd": { type: "string" },
+      "state-load-cmd": { type: "string" },
+    },
+  });
+  if (!values.listen) throw new UsageError("run needs --listen <path>");
+  if (!values.backend) throw new UsageError("run needs --backend <path>");
+  const mode = values["device-state"] ?? "relay";
+  if (mode !== "relay" && mode !== "emulate" && mode !== "off") {
+    throw new UsageError(`--device-state must be relay, emulate or off, not "${mode}"`);
+  }
+  const socketMode = values["socket-mode"] === undefined
+    ? 0o600
+    : parseInt(values["socket-mode"], 8);
+  if (!Number.isInteger(socketMode) || socketMode < 0 || socketMode > 0o777) {
+    throw new UsageError(`--socket-mode must be octal like 0660, not "${values["socket-mode"]}"`);
+  }
+  const deviceState: DeviceStateConfig = {
+    mode,
+    dumpDir: values["state-dump"],
+    buffer: values["state-buffer"],
+    faults: values.fault ?? [],
+    saveCmd: values["state-save-cmd"],
+    loadCmd: values["state-load-cmd"],
+  };
+  const sinks: Sink[] = [];
+  const closers: (() => void)[] = [];
+  if (!values.quiet) sinks.push(humanSink());
+  if (values.log) {
+    const j = jsonLinesSink(values.log);
+    sinks.push(j.sink);
+    closers.push(j.close);
+  }
+  const config: EngineConfig = {
+    listen: { path: values.listen, mode: socketMode },
+    backend: values.backend,
+    frontDialect: dialectOf(values["front-dialect"], "--front-dialect"),
+    backDialect: dialectOf(values["back-dialect"], "--back-dialect"),
+    stuckAfterMs: intOf(values["stuck-after"], "--stuck-after", 5000),
+    connectTimeoutMs: intOf(values["connect-timeout"], "--connect-timeout", 10_000),
+    logMessages: sinks.length > 0,
+    deviceState,
+  };
+  const sink = fanOut(...sinks);
+  let proxy;
+  try {
+    proxy = await startProxy(config, sink);
+  } catch (e) {
+    console.error(`vhost-user-proxy: ${e instanceof Error ? e.message : e}`);
+    return 1;
+  }
+  const stop = () => proxy.stop("signal received");
+  Deno.addSignalListener("SIGINT", stop);
+  Deno.addSignalListener("SIGTERM", stop);
+  await proxy.finished;
+  Deno.removeSignalListener("SIGINT", stop);
+  Deno.removeSignalListener("SIGTERM", stop);
+  for (const c of closers) c();
+  return 0;
+}
+
+/** Runs the CLI with `args`; returns the exit code. */
+export async function main(args: string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  try {
+    switch (sub) {
+      case "run":
+        return await runCommand(rest);
+      case undefined:
+      case "help":
+      case "--help":
+      case "-h":
+        console.log(USAGE);
+        return sub === undefined ? 2 : 0;
+      default:
+        throw new UsageError(`unknown subcommand "${sub}"`);
+    }
+  } catch (e) {
+    if (e instanceof UsageError || (e instanceof TypeError && "code" in e)) {
+      console.error(`vhost-user-proxy: ${e.message}\n\n${USAGE}`);
+      return 2;
+    }
+    throw e;
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

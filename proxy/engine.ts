@@ -1,0 +1,194 @@
+/**
+ * The relay engine: the listening socket and every session, driven by one synchronous poll loop.
+ * It runs inside a Worker (see engine_worker.ts) so that the main thread stays free for the CLI,
+ * signals and log writing.
+ *
+ * @module
+ */
+
+import type { OwnedFd } from "../ffi/fd.ts";
+import { OwnedFd as Fd } from "../ffi/fd.ts";
+import { createEventFd, drainEventFd, POLLIN } from "../ffi/poll.ts";
+import { Reactor, type Watch } from "../ffi/reactor.ts";
+import { acceptConnection, listenUnix, peerCredentials } from "../ffi/socket.ts";
+import type { Dialect } from "./catalogue.ts";
+import type { DeviceStateHooks } from "./device_state_hooks.ts";
+import type { LogRecord } from "./log_record.ts";
+import { timestamp } from "./log_record.ts";
+import { Session } from "./session.ts";
+
+/** Everything the engine needs to run; plain data so it can cross into a Worker. */
+export interface EngineConfig {
+  /** Create and listen on this path, or accept on an inherited listening fd. */
+  listen: { path: string; mode?: number } | { fd: number };
+  /** The back-end's socket path. */
+  backend: string;
+  frontDialect: Dialect;
+  backDialect: Dialect;
+  stuckAfterMs: number;
+  connectTimeoutMs: number;
+  logMessages: boolean;
+  /** Device-state options, interpreted by the device-state module. */
+  deviceState: DeviceStateConfig;
+}
+
+/** Device-state behaviour selected on the command line. */
+export interface DeviceStateConfig {
+  mode: "relay" | "emulate" | "off";
+  dumpDir?: string;
+  buffer?: boolean;
+  faults?: string[];
+  saveCmd?: string;
+  loadCmd?: string;
+}
+
+/** Builds the per-session device-state hooks (injected so the engine stays small). */
+export type DeviceStateFactory = (
+  session: Session,
+  config: DeviceStateConfig,
+) => DeviceStateHooks | undefined;
+
+/** Listener + sessions + reactor. */
+export class Engine {
+  readonly reactor: Reactor;
+  readonly config: EngineConfig;
+  readonly sessions = new Set<Session>();
+  readonly #emit: (r: LogRecord) => void;
+  readonly #deviceState: DeviceStateFactory | undefined;
+  #listener: OwnedFd | undefined;
+  #listenWatch: Watch | undefined;
+  #nextId = 1;
+  #stopped = false;
+
+  constructor(
+    config: EngineConfig,
+    emit: (r: LogRecord) => void,
+    deviceState?: DeviceStateFactory,
+  ) {
+    this.config = config;
+    this.#emit = emit;
+    this.#deviceState = deviceState;
+    this.reactor = new Reactor((error, source) => this.#handlerFailed(error, source));
+  }
+
+  /** Opens the listening socket (throws if it cannot) and starts accepting. */
+  listen(): void {
+    const l = this.config.listen;
+    this.#listener = "path" in l ? listenUnix(l.path, { mode: l.mode }) : new Fd(l.fd);
+    if (!("path" in l)) this.#listener.setNonBlocking(true);
+    const listener = this.#listener;
+    this.#listenWatch = {
+      fd: listener.fd,
+      interest: () => POLLIN,
+      onReady: () => this.#acceptAll(listener),
+    };
+    this.reactor.add(this.#listenWatch);
+    this.#emit({
+      type: "proxy",
+      ts: timestamp(),
+      event: "listening",
+      listen: "path" in l ? l.path : `fd ${l.fd}`,
+      backend: this.config.backend,
+      pid: Deno.pid,
+    });
+  }
+
+  #acceptAll(listener: OwnedFd): void {
+    for (;;) {
+      const conn = acceptConnection(listener);
+      if (conn === undefined) return;
+      let cred = null;
+      try {
+        cred = peerCredentials(conn);
+      } catch {
+        // not fatal: the record just lacks credentials
+      }
+      const id = this.#nextId++;
+      const session = new Session(
+        conn,
+        {
+          id,
+          backendPath: this.config.backend,
+          frontDialect: this.config.frontDialect,
+          backDialect: this.config.backDialect,
+          stuckAfterMs: this.config.stuckAfterMs,
+          connectTimeoutMs: this.config.connectTimeoutMs,
+          logMessages: this.config.logMessages,
+          deviceState: this.#deviceState
+            ? (s) => this.#deviceState!(s, this.config.deviceState)
+            : undefined,
+        },
+        this.reactor,
+        this.#emit,
+        (s) => this.sessions.delete(s),
+        cred,
+      );
+      if (!session.ended) this.sessions.add(session);
+    }
+  }
+
+  #handlerFailed(error: unknown, source: Watch | "timer"): void {
+    // A bug or an unexpected failure inside one session: end that session, keep the others.
+    const msg = error instanceof Error ? `${error.message}\n${error.stack ?? ""}` : String(error);
+    for (const s of this.sessions) {
+      const fds = [s.front, s.back, s.frontBackendChannel, s.backBackendChannel];
+      if (source !== "timer" && fds.includes(source as never)) {
+        s.end(`internal error: ${msg}`, "proxy", "error");
+        return;
+      }
+    }
+    this.#emit({ type: "error", ts: timestamp(), message: `internal error: ${msg}` });
+  }
+
+  /** Stops accepting, ends every session, removes the socket file it created. */
+  stop(reason = "proxy stopping"): void {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    this.#emit({ type: "proxy", ts: timestamp(), event: "stopping" });
+    if (this.#listenWatch) this.reactor.remove(this.#listenWatch);
+    this.#listener?.close();
+    const l = this.config.listen;
+    if ("path" in l) {
+      try {
+        Deno.removeSync(l.path);
+      } catch {
+        // already gone
+      }
+    }
+    for (const s of [...this.sessions]) s.end(reason, "proxy");
+    this.#emit({ type: "proxy", ts: timestamp(), event: "stopped" });
+  }
+}
+
+/** A wake-up eventfd for a loop blocked in poll(), shared with another thread by number. */
+export class WakeUp implements Watch {
+  readonly #fd: OwnedFd;
+  #pending = 0;
+
+  constructor(fd?: number) {
+    this.#fd = fd === undefined ? createEventFd() : new Fd(fd);
+  }
+
+  get fd(): number {
+    return this.#fd.fd;
+  }
+
+  interest(): number {
+    return POLLIN;
+  }
+
+  onReady(): void {
+    this.#pending += drainEventFd(this.#fd);
+  }
+
+  /** Wake-ups counted since the last call, reset to 0. */
+  take(): number {
+    const n = this.#pending;
+    this.#pending = 0;
+    return n;
+  }
+
+  close(): void {
+    this.#fd.close();
+  }
+}

@@ -1,0 +1,83 @@
+/**
+ * Worker entry: runs the engine's poll loop off the main thread.
+ *
+ * Protocol with the main thread (structured-clone messages):
+ * - in: `{type: "start", config, wakeFd}`, then `{type: "stop"}`; each command is followed by a
+ *   write to the wake eventfd, because a loop blocked in poll() cannot see postMessage.
+ * - out: `{type: "started"}` or `{type: "failed", error}`, `{type: "records", records}` batches
+ *   (one per loop turn, after the relaying is done), `{type: "stopped"}`.
+ *
+ * @module
+ */
+
+/// <reference lib="deno.worker" />
+
+import { Engine, type EngineConfig, WakeUp } from "./engine.ts";
+import type { LogRecord } from "./log_record.ts";
+import { deviceStateHooks } from "./device_state.ts";
+
+/** Commands the main thread sends. */
+export type EngineCommand =
+  | { type: "start"; config: EngineConfig; wakeFd: number }
+  | { type: "stop"; reason?: string };
+
+/** Events the worker sends back. */
+export type EngineEvent =
+  | { type: "started" }
+  | { type: "failed"; error: string }
+  | { type: "records"; records: LogRecord[] }
+  | { type: "stopped" };
+
+const inbox: EngineCommand[] = [];
+let notify: (() => void) | undefined;
+self.onmessage = (e: MessageEvent<EngineCommand>) => {
+  inbox.push(e.data);
+  notify?.();
+};
+
+async function nextCommand(): Promise<EngineCommand> {
+  while (inbox.length === 0) await new Promise<void>((r) => (notify = r));
+  notify = undefined;
+  return inbox.shift()!;
+}
+
+function post(event: EngineEvent): void {
+  self.postMessage(event);
+}
+
+async function main(): Promise<void> {
+  const start = await nextCommand();
+  if (start.type !== "start") return;
+  let batch: LogRecord[] = [];
+  const engine = new Engine(start.config, (r) => batch.push(r), deviceStateHooks);
+  const wake = new WakeUp(start.wakeFd);
+  try {
+    engine.listen();
+  } catch (e) {
+    post({ type: "failed", error: e instanceof Error ? e.message : String(e) });
+    return;
+  }
+  engine.reactor.add(wake);
+  post({ type: "started" });
+  let stopping = false;
+  while (!stopping) {
+    engine.reactor.turn(-1);
+    if (batch.length > 0) {
+      post({ type: "records", records: batch });
+      batch = [];
+    }
+    for (let n = wake.take(); n > 0; n--) {
+      const cmd = await nextCommand();
+      if (cmd.type === "stop") {
+        engine.stop(cmd.reason);
+        stopping = true;
+      }
+    }
+  }
+  if (batch.length > 0) post({ type: "records", records: batch });
+  post({ type: "stopped" });
+}
+
+main().catch((e) => {
+  post({ type: "failed", error: e instanceof Error ? `${e.message}\n${e.stack}` : String(e) });
+});

@@ -1,0 +1,68 @@
+/**
+ * Rendering records for people: one line per record, arrows for direction, names and key fields.
+ *
+ * @module
+ */
+
+import type { LogRecord, MessageRecord } from "./log_record.ts";
+
+const ARROW = { "front-end": "→", "back-end": "←" } as const;
+
+function clock(ts: string): string {
+  return ts.slice(11, 23);
+}
+
+function messageLine(r: MessageRecord): string {
+  const chan = r.channel === "main" ? "" : " [backend-ch]";
+  // Requests on the back-end channel flow back-end → front-end: the arrow shows the sender.
+  const arrow = ARROW[r.from];
+  const who = r.from === "front-end" ? "QEMU" : "back";
+  const kind = r.kind === "reply" ? " reply" : "";
+  const flags = r.flagNames.includes("NEED_REPLY") ? " (need reply)" : "";
+  const fds = r.fds.length > 0 ? ` fds=[${r.fds.map((f) => f.kind).join(",")}]` : "";
+  const lat = r.latencyUs !== undefined ? ` +${formatLatency(r.latencyUs)}` : "";
+  const summary = r.summary ? ` ${r.summary}` : "";
+  const action = r.action ? ` <${r.action}>` : "";
+  const warn = r.warnings?.length ? ` !${r.warnings.join("; ")}` : "";
+  return `${
+    clock(r.ts)
+  } s${r.session}${chan} ${arrow} ${who} ${r.name}${kind}${flags}${summary}${fds}${lat}${action}${warn}`;
+}
+
+function formatLatency(us: number): string {
+  return us >= 10_000 ? `${(us / 1000).toFixed(1)}ms` : `${us}µs`;
+}
+
+/** One human-readable line for a record. */
+export function formatRecord(r: LogRecord): string {
+  switch (r.type) {
+    case "message":
+      return messageLine(r);
+    case "session-start": {
+      const fe = r.frontEnd ? ` (front-end pid ${r.frontEnd.pid} uid ${r.frontEnd.uid})` : "";
+      return `${clock(r.ts)} s${r.session} session start${fe} → ${r.backend}`;
+    }
+    case "session-end": {
+      const s = r.summary;
+      return `${
+        clock(r.ts)
+      } s${r.session} session end: ${r.reason}; ${s.messages} messages, ${s.fdsRelayed} fds, ${s.errors} errors, ${s.durationMs} ms`;
+    }
+    case "error":
+    case "warning": {
+      const where = r.session !== undefined ? ` s${r.session}` : "";
+      return `${clock(r.ts)}${where} ${r.type.toUpperCase()}: ${r.message}`;
+    }
+    case "device-state": {
+      const { type: _t, ts, session, event, ...rest } = r;
+      const fields = Object.entries(rest).map(([k, v]) =>
+        `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`
+      ).join(" ");
+      return `${clock(ts)} s${session} device-state ${event} ${fields}`;
+    }
+    case "proxy":
+      return `${clock(r.ts)} proxy ${r.event}${r.listen ? ` on ${r.listen}` : ""}${
+        r.backend ? ` → ${r.backend}` : ""
+      }`;
+  }
+}

@@ -1,0 +1,133 @@
+/**
+ * The proxy's structured log records: what the JSON Lines log holds, one object per line, and
+ * what the human formatter renders. Records are plain JSON-safe data (no bigint), made in the
+ * relay Worker and written by the main thread.
+ *
+ * @module
+ */
+
+/** Which socket a message travelled on. */
+export type ChannelName = "main" | "backend";
+
+/** Who sent a message. */
+export type SenderSide = "front-end" | "back-end";
+
+/** Kind of an fd riding on a message, from /proc. */
+export interface FdInfo {
+  kind: string;
+}
+
+/** One relayed (or proxy-made) vhost-user message. */
+export interface MessageRecord {
+  type: "message";
+  /** ISO-8601 wall-clock time. */
+  ts: string;
+  session: number;
+  channel: ChannelName;
+  /** Sender of the message as it arrived at the proxy. */
+  from: SenderSide;
+  kind: "request" | "reply";
+  code: number;
+  name: string;
+  /** Header flags as hex, e.g. "0x9". */
+  flags: string;
+  /** Names of set flag bits, e.g. ["NEED_REPLY"]. */
+  flagNames: string[];
+  size: number;
+  /** Payload layout name from the catalogue, e.g. "vring_addr". */
+  layout: string;
+  /** Decoded payload (JSON view from the codec). */
+  payload: Record<string, unknown>;
+  /** One-line summary of the key fields. */
+  summary: string;
+  fds: FdInfo[];
+  /** For replies: microseconds since the matching request reached the proxy. */
+  latencyUs?: number;
+  /** What the proxy did besides relaying verbatim, e.g. "interposed back-end channel". */
+  action?: string;
+  /** Harmless oddities (relay-and-warn). */
+  warnings?: string[];
+  /** The code sent on after dialect translation, when it differs. */
+  forwardedCode?: number;
+}
+
+/** A session (one front-end connection) began. */
+export interface SessionStartRecord {
+  type: "session-start";
+  ts: string;
+  session: number;
+  /** The front-end's process credentials (SO_PEERCRED). */
+  frontEnd: { pid: number; uid: number; gid: number } | null;
+  backend: string;
+}
+
+/** Counters kept per session. */
+export interface SessionSummary {
+  durationMs: number;
+  messages: number;
+  bytes: number;
+  fdsRelayed: number;
+  byName: Record<string, number>;
+  errors: number;
+  warnings: number;
+}
+
+/** A session ended, with why and what was still in flight. */
+export interface SessionEndRecord {
+  type: "session-end";
+  ts: string;
+  session: number;
+  /** Human sentence, e.g. "back-end closed the main channel". */
+  reason: string;
+  /** Who closed first, when a peer did. */
+  closedBy?: SenderSide | "proxy";
+  /** Requests that were awaiting a reply when the session ended. */
+  inFlight: { channel: ChannelName; name: string; waitedMs: number }[];
+  summary: SessionSummary;
+}
+
+/** Problems: protocol violations, stuck replies, I/O failures. */
+export interface ProblemRecord {
+  type: "error" | "warning";
+  ts: string;
+  session?: number;
+  channel?: ChannelName;
+  side?: SenderSide;
+  /** Request name the problem concerns, when known. */
+  request?: string;
+  field?: string;
+  message: string;
+}
+
+/** A device-state transfer (SET_DEVICE_STATE_FD … CHECK_DEVICE_STATE). */
+export interface DeviceStateRecord {
+  type: "device-state";
+  ts: string;
+  session: number;
+  event: string;
+  [key: string]: unknown;
+}
+
+/** Proxy lifecycle: listening, stopped. */
+export interface ProxyRecord {
+  type: "proxy";
+  ts: string;
+  event: "listening" | "stopping" | "stopped";
+  listen?: string;
+  backend?: string;
+  pid?: number;
+}
+
+/** Anything the proxy logs. */
+export type LogRecord =
+  | MessageRecord
+  | SessionStartRecord
+  | SessionEndRecord
+  | ProblemRecord
+  | DeviceStateRecord
+  | ProxyRecord;
+
+/** Current time as the records carry it. */
+export function timestamp(): string {
+  return new Date().toISOString();
+}

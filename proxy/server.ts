@@ -1,0 +1,91 @@
+/**
+ * Main-thread handle on a running proxy: starts the engine Worker, receives its log records,
+ * stops it. The Worker does all socket I/O; nothing here touches a vhost-user socket.
+ *
+ * @module
+ */
+
+import { createEventFd, signalEventFd } from "../ffi/poll.ts";
+import type { EngineConfig } from "./engine.ts";
+import type { EngineCommand, EngineEvent } from "./engine_worker.ts";
+import type { LogRecord } from "./log_record.ts";
+
+/** A running proxy. */
+export interface RunningProxy {
+  /** Stops accepting, ends every session (logging each end), removes the socket file. */
+  stop(reason?: string): Promise<void>;
+  /** Settles when the engine has stopped. */
+  readonly finished: Promise<void>;
+}
+
+/**
+ * Starts a proxy with `config`; every log record is passed to `onRecord` on the main thread.
+ * Rejects when the listening socket cannot be created.
+ */
+export async function startProxy(
+  config: EngineConfig,
+  onRecord: (record: LogRecord) => void,
+): Promise<RunningProxy> {
+  const wake = createEventFd();
+  const worker = new Worker(new URL("./engine_worker.ts", import.meta.url).href, {
+    type: "module",
+  });
+  const send = (cmd: EngineCommand) => {
+    worker.postMessage(cmd);
+    signalEventFd(wake);
+  };
+  let startedResolve!: () => void;
+  let startedReject!: (e: Error) => void;
+  const started = new Promise<void>((res, rej) => {
+    startedResolve = res;
+    startedReject = rej;
+  });
+  let finishedResolve!: () => void;
+  const finished = new Promise<void>((res) => (finishedResolve = res));
+  let done = false;
+  const finish = () => {
+    if (done) return;
+    done = true;
+    worker.terminate();
+    wake.close();
+    finishedResolve();
+  };
+  worker.onmessage = (e: MessageEvent<EngineEvent>) => {
+    const ev = e.data;
+    switch (ev.type) {
+      case "started":
+        startedResolve();
+        break;
+      case "failed":
+        startedReject(new Error(ev.error));
+        finish();
+        break;
+      case "records":
+        for (const r of ev.records) onRecord(r);
+        break;
+      case "stopped":
+        finish();
+        break;
+    }
+  };
+  worker.onerror = (e) => {
+    e.preventDefault();
+    startedReject(new Error(e.message));
+    onRecord({
+      type: "error",
+      ts: new Date().toISOString(),
+      message: `engine crashed: ${e.message}`,
+    });
+    finish();
+  };
+  // The wake fd's number is valid in the Worker too: threads share the fd table.
+  worker.postMessage({ type: "start", config, wakeFd: wake.fd } satisfies EngineCommand);
+  await started;
+  return {
+    finished,
+    stop: async (reason?: string) => {
+      if (!done) send({ type: "stop", reason });
+      await finished;
+    },
+  };
+}

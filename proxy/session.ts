@@ -1,0 +1,604 @@
+/**
+ * One front-end connection relayed to one back-end connection: the main channel both ways, the
+ * back-end channel once SET_BACKEND_REQ_FD is interposed, replies correlated with requests,
+ * negotiated features tracked for decoding, every fd relayed and the proxy's copy closed.
+ *
+ * The two channels never wait on each other: QEMU reads main-channel replies synchronously while
+ * the back-end may be waiting on a back-end-channel reply, so serialising them would deadlock.
+ *
+ * @module
+ */
+
+import { closeAll, type OwnedFd } from "../ffi/fd.ts";
+import { SystemError } from "../ffi/errors.ts";
+import { fdKind } from "../ffi/fdinfo.ts";
+import type { Reactor, Timer } from "../ffi/reactor.ts";
+import { connectUnix, type PeerCredentials, shutdownSocket, socketPair } from "../ffi/socket.ts";
+import type { Frame } from "./channel.ts";
+import type { Dialect } from "./catalogue.ts";
+import {
+  decodeMessage,
+  FLAG_NEED_REPLY,
+  FLAG_REPLY,
+  type Message,
+  messageToJson,
+  type Negotiated,
+  readHeader,
+  replyExpected,
+  summarizeMessage,
+} from "./codec.ts";
+import { translateProtocolFeatures, translateRequestCode } from "./dialect.ts";
+import { Endpoint, type EndpointOwner } from "./endpoint.ts";
+import type {
+  ChannelName,
+  LogRecord,
+  MessageRecord,
+  SenderSide,
+  SessionSummary,
+} from "./log_record.ts";
+import { timestamp } from "./log_record.ts";
+import { MAX_PAYLOAD_SIZE } from "./protocol_errors.ts";
+import type { DeviceStateHooks, Verdict } from "./device_state_hooks.ts";
+
+/** How a session behaves. */
+export interface SessionOptions {
+  id: number;
+  /** Path of the back-end's listening socket. */
+  backendPath: string;
+  frontDialect: Dialect;
+  backDialect: Dialect;
+  /** Flag a request whose reply has not come after this long (ms); 0 = never. */
+  stuckAfterMs: number;
+  /** Give up connecting to the back-end after this long (ms). */
+  connectTimeoutMs: number;
+  /** Produce a record per message (off for benchmarks with no log). */
+  logMessages: boolean;
+  /** Device-state handling (relay / emulate / off), made per session. */
+  deviceState?: (session: Session) => DeviceStateHooks | undefined;
+}
+
+interface PendingReply {
+  channel: ChannelName;
+  /** Code the reply will carry (receiver's dialect). */
+  code: number;
+  name: string;
+  since: number;
+  stuck?: Timer;
+  /** A reply the proxy answers itself is not awaited from the peer. */
+}
+
+const CONNECT_RETRY_MS = 50;
+
+/** A relayed front-end connection. */
+export class Session implements EndpointOwner {
+  readonly id: number;
+  readonly options: SessionOptions;
+  readonly reactor: Reactor;
+  readonly #emit: (r: LogRecord) => void;
+  readonly #onEnd: (s: Session) => void;
+  readonly startedAt = performance.now();
+
+  readonly front: Endpoint;
+  back: Endpoint | undefined;
+  frontBackendChannel: Endpoint | undefined;
+  backBackendChannel: Endpoint | undefined;
+
+  /** Features as the front-end sees them (front dialect numbering). */
+  readonly frontView: Negotiated = { virtio: 0n, protocol: 0n, postcopy: false };
+  /** Features as the back-end sees them (back dialect numbering). */
+  readonly backView: Negotiated = { virtio: 0n, protocol: 0n, postcopy: false };
+
+  readonly #pending: Record<ChannelName, PendingReply[]> = { main: [], backend: [] };
+  readonly #summary: SessionSummary = {
+    durationMs: 0,
+    messages: 0,
+    bytes: 0,
+    fdsRelayed: 0,
+    byName: {},
+    errors: 0,
+    warnings: 0,
+  };
+  #ended = false;
+  #connectDeadline = 0;
+  #connectTimer: Timer | undefined;
+  readonly deviceState: DeviceStateHooks | undefined;
+
+  constructor(
+    front: OwnedFd,
+    options: SessionOptions,
+    reactor: Reactor,
+    emit: (r: LogRecord) => void,
+    onEnd: (s: Session) => void,
+    credentials: PeerCredentials | null,
+  ) {
+    this.id = options.id;
+    this.options = options;
+    this.reactor = reactor;
+    this.#emit = emit;
+    this.#onEnd = onEnd;
+    this.front = new Endpoint(front, "main", "front-end", this, MAX_PAYLOAD_SIZE);
+    reactor.add(this.front);
+    this.deviceState = options.deviceState?.(this);
+    emit({
+      type: "session-start",
+      ts: timestamp(),
+      session: this.id,
+      frontEnd: credentials,
+      backend: options.backendPath,
+    });
+    this.#connectDeadline = performance.now() + options.connectTimeoutMs;
+    this.#tryConnect();
+  }
+
+  /** True once the session has closed everything. */
+  get ended(): boolean {
+    return this.#ended;
+  }
+
+  /** Emits a record tagged with this session. */
+  emit(record: LogRecord): void {
+    if (record.type === "error") this.#summary.errors++;
+    if (record.type === "warning") this.#summary.warnings++;
+    this.#emit(record);
+  }
+
+  #tryConnect(): void {
+    this.#connectTimer = undefined;
+    if (this.#ended) return;
+    let sock: OwnedFd;
+    try {
+      sock = connectUnix(this.options.backendPath);
+    } catch (e) {
+      const retryable = e instanceof SystemError &&
+        (e.code === "ENOENT" || e.code === "ECONNREFUSED" || e.code === "EAGAIN");
+      if (retryable && performance.now() < this.#connectDeadline) {
+        this.#connectTimer = this.reactor.setTimer(CONNECT_RETRY_MS, () => this.#tryConnect());
+        return;
+      }
+      this.end(
+        `cannot connect to the back-end at "${this.options.backendPath}": ${
+          e instanceof Error ? e.message : String(e)
+        }`,
+        "proxy",
+        "error",
+      );
+      return;
+    }
+    this.back = new Endpoint(sock, "main", "back-end", this, MAX_PAYLOAD_SIZE);
+    this.front.target = this.back;
+    this.back.target = this.front;
+    this.reactor.add(this.back);
+  }
+
+  // ---- EndpointOwner -------------------------------------------------------------------------
+
+  pump(endpoint: Endpoint): void {
+    if (this.#ended) return;
+    // A bounded batch per wake-up keeps one busy peer from starving the other channel.
+    for (let i = 0; i < 64 && !this.#ended && endpoint.mayRead; i++) {
+      let outcome;
+      try {
+        outcome = endpoint.channel.read();
+      } catch (e) {
+        this.#ioFailed(endpoint, e);
+        return;
+      }
+      switch (outcome.kind) {
+        case "pending":
+          return;
+        case "frame":
+          this.#handle(endpoint, outcome.frame);
+          break;
+        case "eof":
+          this.#peerClosed(endpoint, outcome.midMessage, outcome.have, outcome.header?.request);
+          return;
+        case "violation": {
+          const r = outcome.reason;
+          const what = outcome.header ? this.#nameOf(endpoint, outcome.header.request) : "message";
+          const detail = r.kind === "too-large"
+            ? `payload size ${r.size} exceeds the limit of ${r.limit} bytes`
+            : `more than 8 fds attached (control data truncated, ${r.received} received and closed)`;
+          this.#violation(endpoint, what, r.kind === "too-large" ? "size" : "fds", detail);
+          return;
+        }
+      }
+    }
+  }
+
+  writeFailed(endpoint: Endpoint, error: unknown): void {
+    this.#ioFailed(endpoint, error);
+  }
+
+  // ---- relay ---------------------------------------------------------------------------------
+
+  #nameOf(endpoint: Endpoint, code: number): string {
+    const dialect = endpoint.peer === "front-end"
+      ? this.options.frontDialect
+      : this.options.backDialect;
+    const r = decodeMessage(
+      { request: code, flags: 1, size: 0 },
+      new Uint8Array(0),
+      0,
+      {
+        channel: endpoint.kind,
+        sender: endpoint.peer,
+        dialect,
+        negotiated: endpoint.peer === "front-end" ? this.frontView : this.backView,
+      },
+    );
+    return r.ok ? r.message.name : r.error.request;
+  }
+
+  #handle(from: Endpoint, frame: Frame): void {
+    const sender = from.peer;
+    const fromFront = sender === "front-end";
+    const view = fromFront ? this.frontView : this.backView;
+    const dialect = fromFront ? this.options.frontDialect : this.options.backDialect;
+    const header = readHeader(frame.bytes);
+    const decoded = decodeMessage(header, frame.payload, frame.fds.length, {
+      channel: from.kind,
+      sender,
+      dialect,
+      negotiated: view,
+    });
+    if (!decoded.ok) {
+      closeAll(frame.fds);
+      const v = decoded.error;
+      this.#violation(from, v.request, v.field ?? v.kind, v.message, true);
+      return;
+    }
+    const message = decoded.message;
+    // Who may send what: on the main channel the front-end sends requests and the back-end
+    // replies; on the back-end channel it is the other way round.
+    const requester: SenderSide = from.kind === "main" ? "front-end" : "back-end";
+    const isReply = (header.flags & FLAG_REPLY) !== 0;
+    if (isReply === (sender === requester)) {
+      closeAll(frame.fds);
+      this.#violation(
+        from,
+        message.name,
+        "flags",
+        isReply
+          ? `${sender} sent a reply to ${message.name} on the ${from.kind} channel, where it only sends requests`
+          : `${sender} sent request ${message.name} on the ${from.kind} channel, where it only replies`,
+      );
+      return;
+    }
+    const warnings = [...message.warnings];
+    if (frame.lateFds) warnings.push("fds arrived after the first header byte");
+
+    let latencyUs: number | undefined;
+    if (isReply) {
+      const queue = this.#pending[from.kind];
+      const head = queue[0];
+      if (head === undefined || head.code !== header.request) {
+        closeAll(frame.fds);
+        this.#violation(
+          from,
+          message.name,
+          "request",
+          head === undefined
+            ? `unsolicited reply to ${message.name}: no request is awaiting a reply`
+            : `reply to ${message.name} while ${head.name} awaits its reply`,
+        );
+        return;
+      }
+      queue.shift();
+      head.stuck?.cancel();
+      latencyUs = Math.round((performance.now() - head.since) * 1000);
+    }
+
+    let verdict: Verdict = { action: "forward" };
+    if (this.deviceState) verdict = this.deviceState.intercept(from, message, frame);
+    if (verdict.action === "answered") {
+      // The proxy answered (or swallowed) the message itself: nothing goes to the other side.
+      this.#record(from, message, frame, warnings, latencyUs, verdict.note);
+      return;
+    }
+
+    let bytes = verdict.bytes ?? frame.bytes;
+    let fds = verdict.fds ?? frame.fds;
+    let action = verdict.note;
+    const to = from.target!;
+
+    // Features: remember what each side negotiated, translate between dialects.
+    const name = message.name;
+    if (name === "SET_FEATURES") {
+      this.frontView.virtio = this.backView.virtio = readU64(frame.payload);
+    } else if (name === "SET_PROTOCOL_FEATURES" || (name === "GET_PROTOCOL_FEATURES" && isReply)) {
+      bytes = this.#translateFeatures(bytes, fromFront, name === "SET_PROTOCOL_FEATURES");
+    } else if (name === "POSTCOPY_LISTEN") {
+      this.frontView.postcopy = this.backView.postcopy = true;
+    } else if (name === "POSTCOPY_END" && isReply) {
+      this.frontView.postcopy = this.backView.postcopy = false;
+    }
+
+    let forwardedCode: number | undefined;
+    if (this.options.frontDialect !== this.options.backDialect && message.spec !== undefined) {
+      const target = fromFront ? this.options.backDialect : this.options.frontDialect;
+      const t = translateRequestCode(from.kind, header.request, dialect, target);
+      if (!t.ok) {
+        closeAll(fds);
+        this.#violation(from, name, "request", t.error);
+        return;
+      }
+      if (t.code !== header.request) {
+        if (bytes === frame.bytes) bytes = bytes.slice();
+        new DataView(bytes.buffer, bytes.byteOffset).setUint32(0, t.code, true);
+        forwardedCode = t.code;
+      }
+    }
+
+    if (name === "SET_BACKEND_REQ_FD" && !isReply && fds.length === 1) {
+      fds = [this.#interposeBackendChannel(fds[0])];
+      action = action ?? "interposed the back-end channel";
+    }
+
+    const expectsReply = !isReply && replyExpected(message, view);
+    const fdInfo = this.options.logMessages ? fds.map((f) => ({ kind: fdKind(f.fd) })) : [];
+    const fdCount = fds.length;
+    try {
+      to.channel.send(bytes, fds);
+    } catch (e) {
+      this.#ioFailed(to, e, name);
+      return;
+    }
+    if (expectsReply) {
+      this.#awaitReply(to.kind, forwardedCode ?? header.request, name);
+    }
+    this.#summary.fdsRelayed += fdCount;
+    this.#record(from, message, frame, warnings, latencyUs, action, fdInfo, forwardedCode);
+  }
+
+  /** Remembers that `to`'s peer owes a reply, and arms the stuck-reply warning. */
+  #awaitReply(channel: ChannelName, code: number, name: string): void {
+    const entry: PendingReply = { channel, code, name, since: performance.now() };
+    if (this.options.stuckAfterMs > 0) {
+      entry.stuck = this.reactor.setTimer(this.options.stuckAfterMs, () => {
+        if (this.#ended) return;
+        const side = channel === "main" ? "back-end" : "front-end";
+        this.emit({
+          type: "warning",
+          ts: timestamp(),
+          session: this.id,
+          channel,
+          side,
+          request: name,
+          message:
+            `${name} has waited ${this.options.stuckAfterMs} ms for a reply from the ${side}`,
+        });
+      });
+    }
+    this.#pending[channel].push(entry);
+  }
+
+  /**
+   * Gives the back-end its own socketpair end instead of QEMU's, and relays between the two:
+   * the proxy sees, decodes and logs the back-end channel like the main one.
+   */
+  #interposeBackendChannel(qemuEnd: OwnedFd): OwnedFd {
+    this.#closeBackendChannel();
+    const [ours, theirs] = socketPair();
+    this.frontBackendChannel = new Endpoint(
+      qemuEnd,
+      "backend",
+      "front-end",
+      this,
+      MAX_PAYLOAD_SIZE,
+    );
+    this.backBackendChannel = new Endpoint(ours, "backend", "back-end", this, MAX_PAYLOAD_SIZE);
+    this.frontBackendChannel.target = this.backBackendChannel;
+    this.backBackendChannel.target = this.frontBackendChannel;
+    this.reactor.add(this.frontBackendChannel);
+    this.reactor.add(this.backBackendChannel);
+    return theirs;
+  }
+
+  #closeBackendChannel(): void {
+    for (const ep of [this.frontBackendChannel, this.backBackendChannel]) {
+      if (ep === undefined) continue;
+      this.reactor.remove(ep);
+      ep.channel.close();
+    }
+    this.frontBackendChannel = this.backBackendChannel = undefined;
+    for (const p of this.#pending.backend) p.stuck?.cancel();
+    this.#pending.backend = [];
+  }
+
+  /** Rewrites protocol feature bits from the sender's dialect into the receiver's. */
+  #translateFeatures(bytes: Uint8Array, fromFront: boolean, isSet: boolean): Uint8Array {
+    if (bytes.length < 20) return bytes;
+    const from = fromFront ? this.options.frontDialect : this.options.backDialect;
+    const to = fromFront ? this.options.backDialect : this.options.frontDialect;
+    const value = readU64(bytes.subarray(12));
+    let out = bytes;
+    let translated = value;
+    if (from !== to) {
+      translated = translateProtocolFeatures(value, from, to).bits;
+      out = bytes.slice();
+      new DataView(out.buffer, out.byteOffset).setBigUint64(12, translated, true);
+    }
+    if (isSet) {
+      this.frontView.protocol = fromFront ? value : translated;
+      this.backView.protocol = fromFront ? translated : value;
+    }
+    return out;
+  }
+
+  #record(
+    from: Endpoint,
+    message: Message,
+    frame: Frame,
+    warnings: string[],
+    latencyUs: number | undefined,
+    action: string | undefined,
+    fds?: { kind: string }[],
+    forwardedCode?: number,
+  ): void {
+    const s = this.#summary;
+    s.messages++;
+    s.bytes += frame.bytes.length;
+    const key = message.kind === "reply" ? `${message.name} (reply)` : message.name;
+    s.byName[key] = (s.byName[key] ?? 0) + 1;
+    if (warnings.length > 0) s.warnings++;
+    if (!this.options.logMessages) return;
+    const flags = message.header.flags;
+    const flagNames: string[] = [];
+    if (flags & FLAG_REPLY) flagNames.push("REPLY");
+    if (flags & FLAG_NEED_REPLY) flagNames.push("NEED_REPLY");
+    const record: MessageRecord = {
+      type: "message",
+      ts: timestamp(),
+      session: this.id,
+      channel: from.kind,
+      from: from.peer,
+      kind: message.kind,
+      code: message.code,
+      name: message.name,
+      flags: `0x${flags.toString(16)}`,
+      flagNames,
+      size: message.header.size,
+      layout: message.payload.layout,
+      payload: payloadJson(message),
+      summary: summarizeMessage(message),
+      fds: fds ?? frame.fds.map(() => ({ kind: "unknown" })),
+    };
+    if (latencyUs !== undefined) record.latencyUs = latencyUs;
+    if (action !== undefined) record.action = action;
+    if (warnings.length > 0) record.warnings = warnings;
+    if (forwardedCode !== undefined) record.forwardedCode = forwardedCode;
+    this.#emit(record);
+  }
+
+  // ---- failures and teardown ---------------------------------------------------------------
+
+  #violation(
+    from: Endpoint,
+    request: string,
+    field: string,
+    detail: string,
+    rendered = false,
+  ): void {
+    const message = rendered
+      ? detail
+      : `Cannot relay ${request} from ${from.peer} on the ${from.kind} channel: ${detail}`;
+    this.emit({
+      type: "error",
+      ts: timestamp(),
+      session: this.id,
+      channel: from.kind,
+      side: from.peer,
+      request,
+      field,
+      message,
+    });
+    this.end(`protocol violation by the ${from.peer}: ${message}`, from.peer, "error");
+  }
+
+  #ioFailed(endpoint: Endpoint, error: unknown, sending?: string): void {
+    if (error instanceof SystemError && error.isDisconnect) {
+      this.#peerClosed(endpoint, false, 0, undefined, sending);
+      return;
+    }
+    const msg = error instanceof Error ? error.message : String(error);
+    this.emit({
+      type: "error",
+      ts: timestamp(),
+      session: this.id,
+      channel: endpoint.kind,
+      side: endpoint.peer,
+      request: sending,
+      message: `I/O on the ${endpoint.kind} channel to the ${endpoint.peer} failed: ${msg}`,
+    });
+    this.end(`I/O failure: ${msg}`, "proxy", "error");
+  }
+
+  #peerClosed(
+    endpoint: Endpoint,
+    midMessage: boolean,
+    have: number,
+    code?: number,
+    sending?: string,
+  ): void {
+    if (endpoint.kind === "backend") {
+      // Losing the back-end channel does not end the session: the main channel goes on.
+      const what = midMessage
+        ? ` in the middle of ${this.#nameOf(endpoint, code ?? 0)} (${have} bytes read)`
+        : "";
+      this.emit({
+        type: "warning",
+        ts: timestamp(),
+        session: this.id,
+        channel: "backend",
+        side: endpoint.peer,
+        message: `${endpoint.peer} closed the back-end channel${what}`,
+      });
+      this.#closeBackendChannel();
+      return;
+    }
+    let reason = `${endpoint.peer} closed the main channel`;
+    if (midMessage) {
+      reason += ` in the middle of ${this.#nameOf(endpoint, code ?? 0)} (${have} bytes read)`;
+    }
+    if (sending) reason += ` while ${sending} was being relayed to it`;
+    this.end(reason, endpoint.peer, midMessage ? "error" : undefined);
+  }
+
+  /** Ends the session: closes both sides and every fd it holds, logs why. */
+  end(reason: string, closedBy?: SenderSide | "proxy", severity?: "error"): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#connectTimer?.cancel();
+    const now = performance.now();
+    const inFlight = [...this.#pending.main, ...this.#pending.backend].map((p) => ({
+      channel: p.channel,
+      name: p.name,
+      waitedMs: Math.round(now - p.since),
+    }));
+    for (const p of [...this.#pending.main, ...this.#pending.backend]) p.stuck?.cancel();
+    if (inFlight.length > 0) {
+      const owed = inFlight.map((p) => `${p.name} awaited a reply`).join(", ");
+      reason += ` (${owed})`;
+    }
+    if (severity === "error" && !reason.startsWith("protocol violation")) {
+      this.emit({ type: "error", ts: timestamp(), session: this.id, message: reason });
+    }
+    this.deviceState?.close();
+    for (const ep of [this.front, this.back]) {
+      if (ep === undefined) continue;
+      this.reactor.remove(ep);
+      // Flush what is queued for a peer that is still there (best effort, never blocks).
+      try {
+        ep.channel.flush();
+      } catch {
+        // the peer is gone
+      }
+      shutdownSocket(ep.channel.socket);
+      ep.channel.close();
+    }
+    this.#closeBackendChannel();
+    this.#summary.durationMs = Math.round(now - this.startedAt);
+    this.emit({
+      type: "session-end",
+      ts: timestamp(),
+      session: this.id,
+      reason,
+      closedBy,
+      inFlight,
+      summary: this.#summary,
+    });
+    this.#onEnd(this);
+  }
+}
+
+/** The decoded payload alone: the record already carries the header fields. */
+function payloadJson(message: Message): Record<string, unknown> {
+  const json = messageToJson(message);
+  const inner = json.payload;
+  return typeof inner === "object" && inner !== null ? inner as Record<string, unknown> : json;
+}
+
+function readU64(payload: Uint8Array): bigint {
+  if (payload.length < 8) return 0n;
+  return new DataView(payload.buffer, payload.byteOffset, 8).getBigUint64(0, true);
+}
