@@ -552,6 +552,7 @@ export interface CreateOptions {
  * ```
  *
  * @throws {TypeError} when a request name is not in the catalogue.
+ * @throws {RangeError} when a payload value does not fit its wire field.
  */
 export function createMessage(options: CreateOptions): Message {
   const dialect = options.dialect ?? "upstream";
