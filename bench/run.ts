@@ -33,6 +33,7 @@ async function bench(opts: BenchOptions, children: Children, dir: string): Promi
     bins,
     dir,
     proxyBin: Deno.env.get("BENCH_PROXY_BIN") ?? `${ROOT}/bin/vhost-user-proxy`,
+    fdBack: opts.fdBack,
   };
   for (const name of opts.only) {
     log(`starting ${PATH_LABELS[name]}…`);

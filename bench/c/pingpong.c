@@ -2,18 +2,29 @@
  *
  * usage: pingpong --socket PATH [--rounds N] [--warmup W] [--fd] [--request CODE]
  *
- * Sends W warm-up then N timed round trips of a 12+8-byte request with NEED_REPLY (flags 0x9)
- * and waits for the reply (flags 0x5, same request code). With --fd it attaches one eventfd,
- * created once and sent every time, as QEMU does for SET_VRING_CALL. Every round trip is timed
- * with CLOCK_MONOTONIC; the result goes to stdout as one JSON object. Fds coming back in replies
- * are counted and closed. Any protocol mismatch or a reply slower than 5 s is a hard error,
- * so a broken relay fails the bench instead of hanging or reporting nonsense.
+ * Opens the session the way QEMU does (GET_FEATURES, GET_PROTOCOL_FEATURES,
+ * SET_PROTOCOL_FEATURES with REPLY_ACK, SET_OWNER): only with REPLY_ACK negotiated does a
+ * NEED_REPLY request get an ack, and a protocol-checking relay treats any other ack as
+ * unsolicited. Then it sends W warm-up and N timed round trips of a 12+8-byte request with
+ * NEED_REPLY (flags 0x9) and waits for the reply (flags 0x5, same request code). With --fd it
+ * attaches one eventfd, created once and sent every time, as QEMU does for SET_VRING_CALL.
+ * Every round trip is timed with CLOCK_MONOTONIC; the result goes to stdout as one JSON object.
+ * Fds coming back in replies are counted and closed. Any protocol mismatch or a reply slower
+ * than 5 s is a hard error, so a broken relay fails the bench instead of hanging or reporting
+ * nonsense.
  */
 #include "vu_msg.h"
 
 #include <stdlib.h>
 #include <sys/eventfd.h>
 #include <time.h>
+
+#define VU_GET_FEATURES 1u
+#define VU_SET_OWNER 3u
+#define VU_GET_PROTOCOL_FEATURES 15u
+#define VU_SET_PROTOCOL_FEATURES 16u
+#define VU_F_PROTOCOL_FEATURES (1ull << 30)
+#define VU_PROTOCOL_F_REPLY_ACK (1ull << 3)
 
 static int cmp_u64(const void *a, const void *b) {
   uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -42,6 +53,59 @@ static int connect_retry(const char *path) {
     usleep(10000);
   }
   return -1;
+}
+
+/* Receives the reply to `request` into rep; prints why and returns -1 if it is not one. */
+static int expect_reply(int s, uint32_t request, struct vu_msg *rep, long round) {
+  int rc = vu_recv(s, rep);
+  if (rc <= 0) {
+    if (rc == 0) fprintf(stderr, "pingpong: EOF after %ld round trips\n", round);
+    else if (errno == EAGAIN) fprintf(stderr, "pingpong: no reply within 5 s (round trip %ld)\n", round);
+    else perror("pingpong: recv");
+    return -1;
+  }
+  if (rep->request != request || rep->flags != (VU_FLAG_VERSION | VU_FLAG_REPLY) || rep->size != 8) {
+    fprintf(stderr, "pingpong: bad reply to request %u: request=%u flags=0x%x size=%u\n", request,
+            rep->request, rep->flags, rep->size);
+    vu_close_fds(rep);
+    return -1;
+  }
+  return 0;
+}
+
+/* Sends a request without fds; with a reply expected, returns its u64 in *value. */
+static int simple_request(int s, uint32_t request, const uint64_t *arg, uint64_t *value) {
+  static struct vu_msg m;
+  m.request = request;
+  m.flags = VU_FLAG_VERSION;
+  m.size = arg ? 8 : 0;
+  if (arg) memcpy(m.payload, arg, 8);
+  m.nfds = 0;
+  if (vu_send(s, &m) < 0) {
+    perror("pingpong: send");
+    return -1;
+  }
+  if (!value) return 0;
+  if (expect_reply(s, request, &m, 0) < 0) return -1;
+  memcpy(value, m.payload, 8);
+  vu_close_fds(&m);
+  return 0;
+}
+
+static int negotiate(int s) {
+  uint64_t features, protocol, ack = VU_PROTOCOL_F_REPLY_ACK;
+  if (simple_request(s, VU_GET_FEATURES, NULL, &features) < 0) return -1;
+  if (!(features & VU_F_PROTOCOL_FEATURES)) {
+    fprintf(stderr, "pingpong: back-end lacks VHOST_USER_F_PROTOCOL_FEATURES\n");
+    return -1;
+  }
+  if (simple_request(s, VU_GET_PROTOCOL_FEATURES, NULL, &protocol) < 0) return -1;
+  if (!(protocol & VU_PROTOCOL_F_REPLY_ACK)) {
+    fprintf(stderr, "pingpong: back-end lacks protocol feature REPLY_ACK\n");
+    return -1;
+  }
+  if (simple_request(s, VU_SET_PROTOCOL_FEATURES, &ack, NULL) < 0) return -1;
+  return simple_request(s, VU_SET_OWNER, NULL, NULL);
 }
 
 int main(int argc, char **argv) {
@@ -75,6 +139,7 @@ int main(int argc, char **argv) {
   }
   struct timeval tv = {5, 0};
   setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  if (negotiate(s) < 0) return 1;
   int efd = with_fd ? eventfd(0, EFD_CLOEXEC) : -1;
   if (with_fd && efd < 0) {
     perror("pingpong: eventfd");
@@ -85,7 +150,9 @@ int main(int argc, char **argv) {
   req.request = request;
   req.flags = VU_FLAG_VERSION | VU_FLAG_NEED_REPLY;
   req.size = 8;
-  memset(req.payload, 0, 8);
+  /* SET_VRING_NUM: ring 0, 256 entries. SET_VRING_CALL: ring 0, NOFD bit clear (fd attached). */
+  uint32_t ring_state[2] = {0, with_fd ? 0 : 256};
+  memcpy(req.payload, ring_state, 8);
   req.nfds = with_fd;
   req.fds[0] = efd;
 
@@ -98,19 +165,9 @@ int main(int argc, char **argv) {
       perror("pingpong: send");
       return 1;
     }
-    int rc = vu_recv(s, &rep);
+    int rc = expect_reply(s, request, &rep, i);
     uint64_t t1 = now_ns();
-    if (rc <= 0) {
-      if (rc == 0) fprintf(stderr, "pingpong: EOF after %ld round trips\n", i);
-      else if (errno == EAGAIN) fprintf(stderr, "pingpong: no reply within 5 s (round trip %ld)\n", i);
-      else perror("pingpong: recv");
-      return 1;
-    }
-    if (rep.request != request || rep.flags != (VU_FLAG_VERSION | VU_FLAG_REPLY) || rep.size != 8) {
-      fprintf(stderr, "pingpong: bad reply request=%u flags=0x%x size=%u\n", rep.request, rep.flags,
-              rep.size);
-      return 1;
-    }
+    if (rc < 0) return 1;
     if (i >= warmup) {
       rtt[i - warmup] = t1 - t0;
       fds_back += rep.nfds;

@@ -11,6 +11,11 @@ export interface BenchOptions {
   /** Runs per path and fd mode; the report takes the median of the per-run percentiles. */
   runs: number;
   only: PathName[];
+  /**
+   * The back-end returns each request's fd in its reply, as in ffi-notes §3.1. Not valid
+   * vhost-user (an ack carries no fd), so a protocol-checking proxy rejects it.
+   */
+  fdBack: boolean;
 }
 
 export const USAGE =
@@ -18,7 +23,9 @@ export const USAGE =
   --rounds N   timed round trips per run (default 20000)
   --runs K     runs per path and fd mode; medians are reported (default 3)
   --warmup W   untimed round trips before each run (default 2000)
-  --only LIST  comma-separated subset of direct,c,proxy (default: all)`;
+  --only LIST  comma-separated subset of direct,c,proxy (default: all)
+  --fd-back    the back-end returns the request's fd in its reply (ffi-notes §3.1 set-up; not
+               valid vhost-user, so the proxy rejects it: use with --only direct,c)`;
 
 export class UsageError extends Error {}
 
@@ -44,7 +51,13 @@ function pathList(value: string | undefined): PathName[] {
 
 /** Parses `--flag value` and `--flag=value`; throws UsageError (with "help" for --help). */
 export function parseArgs(argv: string[]): BenchOptions {
-  const opts: BenchOptions = { rounds: 20000, warmup: 2000, runs: 3, only: [...PATH_NAMES] };
+  const opts: BenchOptions = {
+    rounds: 20000,
+    warmup: 2000,
+    runs: 3,
+    only: [...PATH_NAMES],
+    fdBack: false,
+  };
   for (let i = 0; i < argv.length; i++) {
     const [flag, inline] = argv[i].split(/=(.*)/s, 2);
     const value = () => inline ?? argv[++i];
@@ -60,6 +73,10 @@ export function parseArgs(argv: string[]): BenchOptions {
         break;
       case "--only":
         opts.only = pathList(value());
+        break;
+      case "--fd-back":
+        if (inline !== undefined) throw new UsageError("--fd-back takes no value");
+        opts.fdBack = true;
         break;
       case "-h":
       case "--help":

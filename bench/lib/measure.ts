@@ -15,7 +15,7 @@ export interface PathResult {
   runs: RttRun[];
   /** Median over runs of each per-run percentile. */
   summary: RttSummary;
-  /** False if any reply came back without the fd the back-end attached. */
+  /** False if replies brought back a different number of fds than the back-end attached. */
   fdsBackOk: boolean;
   /** CPU time (user + system, all threads) of the relay per relayed message, µs. */
   relayCpuUsPerMsg?: number;
@@ -127,7 +127,7 @@ export async function measure(
         fd,
         runs: a.runs,
         summary: medianOf(a.runs, RTT_KEYS),
-        fdsBackOk: a.runs.every((r) => r.fds_back === (fd ? r.n : 0)),
+        fdsBackOk: a.runs.every((r) => r.fds_back === (fd && opts.fdBack ? r.n : 0)),
         relayCpuUsPerMsg: a.messages > 0
           ? a.cpuTicks / ticksPerSecond * 1e6 / a.messages
           : undefined,

@@ -27,6 +27,8 @@ export interface PathContext {
   dir: string;
   /** The proxy launcher (bin/vhost-user-proxy). */
   proxyBin: string;
+  /** Start back-ends with --echo-fd (see BenchOptions.fdBack). */
+  fdBack: boolean;
 }
 
 const HELPER_START_MS = 5_000;
@@ -41,7 +43,8 @@ export const PATH_LABELS: Record<PathName, string> = {
 
 async function startBackend(ctx: PathContext, name: PathName): Promise<string> {
   const socket = `${ctx.dir}/${name}-backend.sock`;
-  const child = ctx.children.start(`echo_backend (${name})`, ctx.bins.echo_backend, [socket]);
+  const args = ctx.fdBack ? ["--echo-fd", socket] : [socket];
+  const child = ctx.children.start(`echo_backend (${name})`, ctx.bins.echo_backend, args);
   await waitForSocket(socket, child, HELPER_START_MS);
   return socket;
 }

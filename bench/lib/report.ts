@@ -48,11 +48,14 @@ export function latencyTable(m: Measurement, opts: BenchOptions): string {
       us(added?.p50, true),
       us(added?.p99, true),
       us(r.relayCpuUsPerMsg),
-      r.fd ? (r.fdsBackOk ? "all" : "MISSING") : "–",
+      r.fdsBackOk ? "ok" : "WRONG",
     ]);
   }
   const title = `Round-trip latency in µs: median over ${opts.runs} run(s) of each per-run ` +
-    `percentile, ${opts.rounds} round trips per run after ${opts.warmup} warm-up`;
+    `percentile, ${opts.rounds} round trips per run after ${opts.warmup} warm-up.\n` +
+    `fd 0: SET_VRING_NUM + ack; fd 1: SET_VRING_CALL with an eventfd + ack` +
+    (opts.fdBack ? " carrying the eventfd back (--fd-back)" : " (no fd back)") +
+    `; "added" is over direct.`;
   return `${title}\n\n${table(rows, rows[0].map((_, i) => i > 1))}`;
 }
 
