@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import {
   migrate,
+  readVhostUserTrace,
   startCVirtiofsd,
   startTestpmd,
   startVirtiofsd,
@@ -105,6 +106,13 @@ Deno.test("direct: live migration with rust virtiofsd keeps an open file usable"
   assert.equal(result.status, "completed", `${result.errorDesc}\n${await dst.stderrLog()}`);
   assert.equal(result.destinationState, "running");
   assert.equal(result.sourceState, "postmigrate");
+
+  // Both QEMUs moved the back-end state through the vhost-user device-state requests.
+  for (const vm of [src, dst]) {
+    const names = (await readVhostUserTrace(vm.paths.trace!)).map((request) => request.name);
+    assert.ok(names.includes("SET_DEVICE_STATE_FD"), `${vm.name} sent: ${names.join(" ")}`);
+    assert.ok(names.includes("CHECK_DEVICE_STATE"), `${vm.name} sent: ${names.join(" ")}`);
+  }
 
   await dst.agent.waitReady({ timeoutMs: 10_000 });
   // The handles opened on the source keep working on the destination, for writing and reading.

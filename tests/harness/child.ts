@@ -54,7 +54,12 @@ export class Child implements AsyncDisposable {
     // `exec` keeps the pid of the peer itself; the shell only sets up the redirections, which
     // Deno.Command cannot do to a file.
     const command = new Deno.Command("/bin/sh", {
-      args: ["-c", 'exec "$0" "$@" >>"$VUP_CHILD_STDOUT" 2>>"$VUP_CHILD_STDERR"', spec.cmd, ...spec.args],
+      args: [
+        "-c",
+        'exec "$0" "$@" >>"$VUP_CHILD_STDOUT" 2>>"$VUP_CHILD_STDERR"',
+        spec.cmd,
+        ...spec.args,
+      ],
       env: { ...spec.env, VUP_CHILD_STDOUT: spec.stdoutPath, VUP_CHILD_STDERR: spec.stderrPath },
       stdin: spec.stdin ?? "null",
       stdout: "null",

@@ -146,7 +146,13 @@ export class GuestAgent {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(
-        () => reject(new WaitTimeoutError(`${this.what} to finish ${JSON.stringify(script)}`, timeoutMs + 5000)),
+        () =>
+          reject(
+            new WaitTimeoutError(
+              `${this.what} to finish ${JSON.stringify(script)}`,
+              timeoutMs + 5000,
+            ),
+          ),
         timeoutMs + 5000,
       );
     });

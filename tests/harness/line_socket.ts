@@ -52,7 +52,9 @@ export class LineSocket {
       }
     }
     throw new Error(
-      `Cannot connect to ${options.what} at "${path}": ${(lastError as Error)?.message ?? "timeout"}`,
+      `Cannot connect to ${options.what} at "${path}": ${
+        (lastError as Error)?.message ?? "timeout"
+      }`,
     );
   }
 

@@ -17,6 +17,11 @@ export interface MigrateOptions {
   timeoutMs?: number;
   /** Extra capabilities to set on both sides (`return-path` is always on). */
   capabilities?: Record<string, boolean>;
+  /**
+   * `migrate-set-parameters` for the source; default `{"max-bandwidth": 8 GiB/s}` because
+   * QEMU's default cap (128 MiB/s) makes a 512 MiB guest take ~5 s where ~1 s is possible.
+   */
+  parameters?: JsonObject;
   /** After success, how long to wait for the destination to run; default 15000 ms. */
   destinationRunTimeoutMs?: number;
 }
@@ -43,6 +48,7 @@ export interface MigrationResult {
   raw: JsonObject;
 }
 
+const DEFAULT_PARAMETERS: JsonObject = { "max-bandwidth": 8 * 1024 ** 3 };
 const FINAL_STATES = new Set(["completed", "failed", "cancelled"]);
 
 /**
@@ -68,6 +74,7 @@ export async function migrate(
   const capabilities = Object.entries({ ...options.capabilities, "return-path": true }).map((
     [capability, state],
   ) => ({ capability, state }));
+  await src.qmp.execute("migrate-set-parameters", options.parameters ?? DEFAULT_PARAMETERS);
   await src.qmp.execute("migrate-set-capabilities", { capabilities });
   await dst.qmp.execute("migrate-set-capabilities", { capabilities });
   await dst.qmp.execute("migrate-incoming", { uri });
@@ -93,8 +100,10 @@ export async function migrate(
   if (status === "completed") {
     // The source completes when it has sent everything; the destination may still be loading.
     const deadline = Date.now() + (options.destinationRunTimeoutMs ?? 15_000);
-    while (destinationState !== "running" && !destinationState.startsWith("exited") &&
-      Date.now() < deadline) {
+    while (
+      destinationState !== "running" && !destinationState.startsWith("exited") &&
+      Date.now() < deadline
+    ) {
       await delay(50);
       destinationState = await stateOrExit(dst);
     }

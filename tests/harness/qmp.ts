@@ -136,7 +136,9 @@ export class QmpClient {
     options: { timeoutMs?: number; predicate?: (event: QmpEvent) => boolean } = {},
   ): Promise<QmpEvent> {
     const predicate = options.predicate ?? (() => true);
-    const past = this.events.find((e) => e.event === name && !this.#consumed.has(e) && predicate(e));
+    const past = this.events.find((e) =>
+      e.event === name && !this.#consumed.has(e) && predicate(e)
+    );
     if (past) {
       this.#consumed.add(past);
       return Promise.resolve(past);

@@ -126,7 +126,8 @@ export function parseTestpmdStats(output: string): PortStats[] {
   const blocks = output.split(/#+ NIC statistics for port /).slice(1);
   for (const block of blocks) {
     const port = Number(block.match(/^(\d+)/)?.[1]);
-    const field = (name: string) => Number(block.match(new RegExp(`${name}:\\s*(\\d+)`))?.[1] ?? NaN);
+    const field = (name: string) =>
+      Number(block.match(new RegExp(`${name}:\\s*(\\d+)`))?.[1] ?? NaN);
     const stats = {
       port,
       rxPackets: field("RX-packets"),

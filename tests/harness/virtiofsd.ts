@@ -129,6 +129,8 @@ export async function startCVirtiofsd(options: VirtiofsdOptions): Promise<Virtio
   return await launch(options.name ?? "virtiofsd-c", binary, args, options);
 }
 
+const LISTENING_LOG_LINE = "Waiting for vhost-user socket connection";
+
 async function launch(
   name: string,
   binary: string,
@@ -154,7 +156,10 @@ async function launch(
           }`,
         );
       }
-      return (await socketExists(options.socketPath)) || undefined;
+      // The socket file appears at bind(); the log line comes after listen(), so QEMU's
+      // connect cannot race it. Both virtiofsd flavours print the same line.
+      const listening = (await child.stderrText()).includes(LISTENING_LOG_LINE);
+      return (listening && await socketExists(options.socketPath)) || undefined;
     }, {
       what: `${name} socket "${options.socketPath}"`,
       timeoutMs,
