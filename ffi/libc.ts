@@ -32,6 +32,7 @@ const symbols = {
     parameters: ["i32", "pointer", "i32", "pointer", "usize", "u32"],
     result: "i32",
   },
+  tee: { parameters: ["i32", "i32", "usize", "u32"], result: "i32" },
   getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
   dup: { parameters: ["i32"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },

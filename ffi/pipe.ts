@@ -93,6 +93,23 @@ export function spliceFd(from: OwnedFd | number, to: OwnedFd | number, length: n
   return r;
 }
 
+/**
+ * Duplicates up to `length` bytes from the head of pipe `from` into pipe `to` without consuming
+ * them. Returns bytes duplicated, 0 when `from` is empty with no writer left (EOF), -1 when it
+ * would block (nothing in `from`, or no room in `to`).
+ */
+export function teeFd(from: OwnedFd | number, to: OwnedFd | number, length: number): number {
+  const a = typeof from === "number" ? from : from.fd;
+  const b = typeof to === "number" ? to : to.fd;
+  const r = retryEintr(() => libc.tee(a, b, BigInt(length), C.SPLICE_F_NONBLOCK));
+  if (r < 0) {
+    const e = errno();
+    if (e === Errno.EAGAIN) return -1;
+    throw new SystemError("tee", e);
+  }
+  return r;
+}
+
 /** An anonymous memory file (memfd), CLOEXEC, sized `bytes`. */
 export function createMemfd(name: string, bytes = 0): OwnedFd {
   const fd = ownedOrThrow(

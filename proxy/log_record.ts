@@ -47,6 +47,8 @@ export interface MessageRecord {
   action?: string;
   /** Harmless oddities (relay-and-warn). */
   warnings?: string[];
+  /** Made by the proxy itself (an answer in emulation), not relayed from a peer. */
+  injected?: boolean;
   /** The code sent on after dialect translation, when it differs. */
   forwardedCode?: number;
 }

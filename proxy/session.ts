@@ -69,6 +69,20 @@ interface PendingReply {
 
 const CONNECT_RETRY_MS = 50;
 
+/** What the log record of a relayed message will say, gathered on the way through. */
+export interface PendingRecord {
+  message: Message;
+  /** Bytes on the wire (header + payload). */
+  size: number;
+  warnings: string[];
+  latencyUs?: number;
+  action?: string;
+  fds?: { kind: string }[];
+  forwardedCode?: number;
+  /** Made by the proxy, not relayed. */
+  injected?: boolean;
+}
+
 /** A relayed front-end connection. */
 export class Session implements EndpointOwner {
   readonly id: number;
@@ -288,32 +302,73 @@ export class Session implements EndpointOwner {
       latencyUs = Math.round((performance.now() - head.since) * 1000);
     }
 
+    // The sender's own view of the features comes from what it sent, before any rewriting.
+    this.#trackFeatures(message, frame.payload, fromFront, isReply);
+
+    const record: PendingRecord = { message, size: frame.bytes.length, warnings, latencyUs };
     let verdict: Verdict = { action: "forward" };
     if (this.deviceState) verdict = this.deviceState.intercept(from, message, frame);
     if (verdict.action === "answered") {
-      // The proxy answered (or swallowed) the message itself: nothing goes to the other side.
-      this.#record(from, message, frame, warnings, latencyUs, verdict.note);
+      // The proxy took the message (answered it, or holds it to relay later).
+      record.action = verdict.note;
+      record.fds = frame.fds.map(() => ({ kind: "held" }));
+      this.#record(from, record);
       return;
     }
+    record.action = verdict.note;
+    this.forward(from, message, verdict.bytes ?? frame.bytes, verdict.fds ?? frame.fds, record);
+  }
 
-    let bytes = verdict.bytes ?? frame.bytes;
-    let fds = verdict.fds ?? frame.fds;
-    let action = verdict.note;
-    const to = from.target!;
+  /** Updates the feature views from a SET_FEATURES / POSTCOPY request as its sender meant it. */
+  #trackFeatures(
+    message: Message,
+    payload: Uint8Array,
+    fromFront: boolean,
+    isReply: boolean,
+  ): void {
+    switch (message.name) {
+      case "SET_FEATURES":
+        this.frontView.virtio = this.backView.virtio = readU64(payload);
+        break;
+      case "SET_PROTOCOL_FEATURES":
+        if (fromFront) this.frontView.protocol = readU64(payload);
+        break;
+      case "POSTCOPY_LISTEN":
+        if (!isReply) this.frontView.postcopy = this.backView.postcopy = true;
+        break;
+      case "POSTCOPY_END":
+        if (isReply) this.frontView.postcopy = this.backView.postcopy = false;
+        break;
+    }
+  }
 
-    // Features: remember what each side negotiated, translate between dialects.
+  /**
+   * Relays a decoded message to the other side of its channel: dialect translation,
+   * back-end-channel interposition, reply bookkeeping, fd hand-over and the log record.
+   * Device-state hooks call it too, for messages they held back.
+   */
+  forward(
+    from: Endpoint,
+    message: Message,
+    bytes: Uint8Array,
+    fds: OwnedFd[],
+    record: PendingRecord,
+  ): void {
+    if (this.#ended) {
+      closeAll(fds);
+      return;
+    }
+    const header = message.header;
+    const fromFront = from.peer === "front-end";
+    const isReply = message.kind === "reply";
     const name = message.name;
-    if (name === "SET_FEATURES") {
-      this.frontView.virtio = this.backView.virtio = readU64(frame.payload);
-    } else if (name === "SET_PROTOCOL_FEATURES" || (name === "GET_PROTOCOL_FEATURES" && isReply)) {
+    const to = from.target!;
+    const dialect = fromFront ? this.options.frontDialect : this.options.backDialect;
+
+    if (name === "SET_PROTOCOL_FEATURES" || (name === "GET_PROTOCOL_FEATURES" && isReply)) {
       bytes = this.#translateFeatures(bytes, fromFront, name === "SET_PROTOCOL_FEATURES");
-    } else if (name === "POSTCOPY_LISTEN") {
-      this.frontView.postcopy = this.backView.postcopy = true;
-    } else if (name === "POSTCOPY_END" && isReply) {
-      this.frontView.postcopy = this.backView.postcopy = false;
     }
 
-    let forwardedCode: number | undefined;
     if (this.options.frontDialect !== this.options.backDialect && message.spec !== undefined) {
       const target = fromFront ? this.options.backDialect : this.options.frontDialect;
       const t = translateRequestCode(from.kind, header.request, dialect, target);
@@ -323,19 +378,20 @@ export class Session implements EndpointOwner {
         return;
       }
       if (t.code !== header.request) {
-        if (bytes === frame.bytes) bytes = bytes.slice();
+        bytes = bytes.slice();
         new DataView(bytes.buffer, bytes.byteOffset).setUint32(0, t.code, true);
-        forwardedCode = t.code;
+        record.forwardedCode = t.code;
       }
     }
 
     if (name === "SET_BACKEND_REQ_FD" && !isReply && fds.length === 1) {
       fds = [this.#interposeBackendChannel(fds[0])];
-      action = action ?? "interposed the back-end channel";
+      record.action ??= "interposed the back-end channel";
     }
 
+    const view = fromFront ? this.frontView : this.backView;
     const expectsReply = !isReply && replyExpected(message, view);
-    const fdInfo = this.options.logMessages ? fds.map((f) => ({ kind: fdKind(f.fd) })) : [];
+    record.fds = this.options.logMessages ? fds.map((f) => ({ kind: fdKind(f.fd) })) : [];
     const fdCount = fds.length;
     try {
       to.channel.send(bytes, fds);
@@ -343,11 +399,36 @@ export class Session implements EndpointOwner {
       this.#ioFailed(to, e, name);
       return;
     }
-    if (expectsReply) {
-      this.#awaitReply(to.kind, forwardedCode ?? header.request, name);
-    }
+    if (expectsReply) this.#awaitReply(to.kind, record.forwardedCode ?? header.request, name);
     this.#summary.fdsRelayed += fdCount;
-    this.#record(from, message, frame, warnings, latencyUs, action, fdInfo, forwardedCode);
+    this.#record(from, record);
+  }
+
+  /**
+   * Sends a message the proxy made itself (e.g. an answer in emulation) to `to`, logging it as
+   * coming from the proxy on behalf of `to`'s peer.
+   */
+  inject(to: Endpoint, message: Message, bytes: Uint8Array, fds: OwnedFd[], note: string): void {
+    if (this.#ended) {
+      closeAll(fds);
+      return;
+    }
+    const kinds = this.options.logMessages ? fds.map((f) => ({ kind: fdKind(f.fd) })) : [];
+    try {
+      to.channel.send(bytes, fds);
+    } catch (e) {
+      this.#ioFailed(to, e, message.name);
+      return;
+    }
+    const from = to.target ?? to;
+    this.#record(from, {
+      message,
+      size: bytes.length,
+      warnings: [],
+      action: note,
+      fds: kinds,
+      injected: true,
+    });
   }
 
   /** Remembers that `to`'s peer owes a reply, and arms the stuck-reply warning. */
@@ -418,29 +499,18 @@ export class Session implements EndpointOwner {
       out = bytes.slice();
       new DataView(out.buffer, out.byteOffset).setBigUint64(12, translated, true);
     }
-    if (isSet) {
-      this.frontView.protocol = fromFront ? value : translated;
-      this.backView.protocol = fromFront ? translated : value;
-    }
+    if (isSet && fromFront) this.backView.protocol = translated;
     return out;
   }
 
-  #record(
-    from: Endpoint,
-    message: Message,
-    frame: Frame,
-    warnings: string[],
-    latencyUs: number | undefined,
-    action: string | undefined,
-    fds?: { kind: string }[],
-    forwardedCode?: number,
-  ): void {
+  #record(from: Endpoint, r: PendingRecord): void {
     const s = this.#summary;
+    const message = r.message;
     s.messages++;
-    s.bytes += frame.bytes.length;
+    s.bytes += r.size;
     const key = message.kind === "reply" ? `${message.name} (reply)` : message.name;
     s.byName[key] = (s.byName[key] ?? 0) + 1;
-    if (warnings.length > 0) s.warnings++;
+    if (r.warnings.length > 0) s.warnings++;
     if (!this.options.logMessages) return;
     const flags = message.header.flags;
     const flagNames: string[] = [];
@@ -461,12 +531,13 @@ export class Session implements EndpointOwner {
       layout: message.payload.layout,
       payload: payloadJson(message),
       summary: summarizeMessage(message),
-      fds: fds ?? frame.fds.map(() => ({ kind: "unknown" })),
+      fds: r.fds ?? [],
     };
-    if (latencyUs !== undefined) record.latencyUs = latencyUs;
-    if (action !== undefined) record.action = action;
-    if (warnings.length > 0) record.warnings = warnings;
-    if (forwardedCode !== undefined) record.forwardedCode = forwardedCode;
+    if (r.injected) record.injected = true;
+    if (r.latencyUs !== undefined) record.latencyUs = r.latencyUs;
+    if (r.action !== undefined) record.action = r.action;
+    if (r.warnings.length > 0) record.warnings = r.warnings;
+    if (r.forwardedCode !== undefined) record.forwardedCode = r.forwardedCode;
     this.#emit(record);
   }
 

@@ -1,0 +1,401 @@
+/**
+ * Streams a device-state blob from one fd to another inside the relay's poll loop, counting
+ * bytes and time and hashing it (SHA-256) on the way, never blocking the loop.
+ *
+ * Three ways to move the bytes, chosen by what the transfer needs:
+ * - `splice`: when both ends are pipes and nothing rewrites the bytes, the data is moved by
+ *   splice(2) and a tee(2) copy feeds the hash, so the payload itself never enters user space
+ *   (ffi-notes §3.3: 2–3× the throughput of read/write at a fraction of the CPU);
+ * - `copy`: read/write through a 1 MiB buffer, for sockets or when a fault rewrites bytes;
+ * - `buffer`: read everything first, validate, then deliver (`--state-buffer`).
+ *
+ * The writer signals the end by closing its fd; the copy then closes the reader's fd so that
+ * the reader sees EOF (QEMU's read loop and virtiofsd's read_to_end wait for exactly that).
+ *
+ * @module
+ */
+
+import { createHash, type Hash } from "node:crypto";
+import type { OwnedFd } from "../ffi/fd.ts";
+import { SystemError } from "../ffi/errors.ts";
+import { fdKind } from "../ffi/fdinfo.ts";
+import { createPipe, readFd, setPipeSize, spliceFd, teeFd, writeFd } from "../ffi/pipe.ts";
+import { POLLERR, POLLHUP, POLLIN, POLLOUT } from "../ffi/poll.ts";
+import type { Reactor, Timer, Watch } from "../ffi/reactor.ts";
+
+/** How the bytes moved. */
+export type CopyMode = "splice" | "copy" | "buffer";
+
+/** Faults injected into the stream (see `--fault`). */
+export interface StreamFaults {
+  /** Flip bytes (every 4096th, from offset 0) so that any parser rejects the blob. */
+  corrupt?: boolean;
+  /** Deliver only this many bytes, then close both ends. */
+  truncateAt?: number;
+  /** Wait this long before moving the first byte. */
+  delayMs?: number;
+}
+
+/** Options of one transfer. */
+export interface StateCopyOptions {
+  /** Write every byte that passes (after faults) to this file too. */
+  dumpPath?: string;
+  /** Read all first, validate, then deliver. */
+  buffer?: boolean;
+  /** With `buffer`: returns an error sentence to refuse the blob before the reader sees a byte. */
+  validate?: (blob: Uint8Array) => string | undefined;
+  faults?: StreamFaults;
+  /** Most bytes held in memory in buffer mode. */
+  maxBufferBytes?: number;
+  /** Called once, when the transfer ended (successfully or not). */
+  onDone: (result: CopyResult) => void;
+  /** Keep the delivered bytes (up to this many) in `CopyResult.blob`, for decoding. */
+  keepUpTo?: number;
+}
+
+/** What a transfer did. */
+export interface CopyResult {
+  ok: boolean;
+  mode: CopyMode;
+  /** Bytes delivered to the reader. */
+  bytes: number;
+  /** Bytes taken from the writer (differs from `bytes` when truncated or refused). */
+  bytesIn: number;
+  durationMs: number;
+  /** Hex SHA-256 of the delivered bytes. */
+  sha256: string;
+  /** Why it failed, when it did. */
+  error?: string;
+  /** A fault cut the stream short. */
+  truncated?: boolean;
+  /** A fault rewrote bytes. */
+  corrupted?: boolean;
+  /** The delivered bytes, when `keepUpTo` was set and they fit. */
+  blob?: Uint8Array;
+}
+
+const CHUNK = 1 << 20;
+/** Most bytes moved per wake-up, so the main channel keeps its turn. */
+const PER_TURN = 4 * CHUNK;
+
+/** One transfer in progress. Owns both fds until it ends. */
+export class StateCopy {
+  readonly mode: CopyMode;
+  readonly #reactor: Reactor;
+  readonly #src: OwnedFd;
+  readonly #dst: OwnedFd;
+  readonly #opts: StateCopyOptions;
+  readonly #hash: Hash = createHash("sha256");
+  readonly #dump: Deno.FsFile | undefined;
+  #buf: Uint8Array | undefined;
+  #pendingOff = 0;
+  #pendingLen = 0;
+  #teeAhead = 0;
+  #hashPipe: [OwnedFd, OwnedFd] | undefined;
+  #chunks: Uint8Array[] = [];
+  #kept: Uint8Array[] = [];
+  #keptBytes = 0;
+  #keptAll = true;
+  #blob: Uint8Array | undefined;
+  #bytesIn = 0;
+  #bytesOut = 0;
+  #started = 0;
+  #srcEof = false;
+  #done = false;
+  #delay: Timer | undefined;
+  #truncated = false;
+  #corrupted = false;
+  readonly #srcWatch: Watch;
+  readonly #dstWatch: Watch;
+
+  /** Starts moving bytes from `src` (the writer's end) to `dst` (the reader's end). */
+  constructor(reactor: Reactor, src: OwnedFd, dst: OwnedFd, options: StateCopyOptions) {
+    this.#reactor = reactor;
+    this.#src = src;
+    this.#dst = dst;
+    this.#opts = options;
+    src.setNonBlocking(true);
+    dst.setNonBlocking(true);
+    const rewrites = options.faults?.corrupt || options.faults?.truncateAt !== undefined;
+    this.mode = options.buffer
+      ? "buffer"
+      : rewrites
+      ? "copy"
+      : this.#trySplice()
+      ? "splice"
+      : "copy";
+    if (this.mode !== "splice") this.#buf = new Uint8Array(new ArrayBuffer(CHUNK));
+    this.#dump = options.dumpPath
+      ? Deno.openSync(options.dumpPath, { write: true, create: true, truncate: true })
+      : undefined;
+    this.#srcWatch = {
+      fd: src.fd,
+      interest: () => this.#srcInterest(),
+      onReady: (ev) => this.#step(ev),
+    };
+    this.#dstWatch = {
+      fd: dst.fd,
+      interest: () => this.#dstInterest(),
+      onReady: (ev) => this.#step(ev),
+    };
+    this.#started = performance.now();
+    const delay = options.faults?.delayMs ?? 0;
+    if (delay > 0) {
+      this.#delay = reactor.setTimer(delay, () => {
+        this.#delay = undefined;
+        this.#begin();
+      });
+    } else {
+      this.#begin();
+    }
+  }
+
+  /** True once the transfer has ended. */
+  get done(): boolean {
+    return this.#done;
+  }
+
+  #begin(): void {
+    this.#started = performance.now();
+    this.#reactor.add(this.#srcWatch);
+    this.#reactor.add(this.#dstWatch);
+  }
+
+  /** Both ends pipes? Then splice works; grow the pipes to 1 MiB for fewer wake-ups. */
+  #trySplice(): boolean {
+    try {
+      if (fdKind(this.#src.fd) !== "pipe" || fdKind(this.#dst.fd) !== "pipe") return false;
+      for (const fd of [this.#src, this.#dst]) {
+        try {
+          setPipeSize(fd, CHUNK);
+        } catch {
+          // pipe-max-size may be lower for unprivileged users: the default size still works
+        }
+      }
+      this.#hashPipe = createPipe({ nonBlocking: true });
+      setPipeSize(this.#hashPipe[1], CHUNK);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  #srcInterest(): number {
+    if (this.#done || this.#srcEof) return 0;
+    if (this.mode === "splice") return this.#teeAhead > 0 ? 0 : POLLIN;
+    if (this.mode === "buffer") return this.#blob ? 0 : POLLIN;
+    return this.#pendingLen > 0 ? 0 : POLLIN;
+  }
+
+  #dstInterest(): number {
+    if (this.#done) return 0;
+    if (this.mode === "splice") return this.#teeAhead > 0 ? POLLOUT : 0;
+    return this.#pendingLen > 0 ? POLLOUT : 0;
+  }
+
+  #step(revents: number): void {
+    if (this.#done) return;
+    try {
+      if (this.mode === "splice") this.#stepSplice();
+      else this.#stepCopy();
+    } catch (e) {
+      if (e instanceof SystemError && (e.code === "EPIPE" || e.code === "ECONNRESET")) {
+        this.#finish(`the reader closed its end after ${this.#bytesOut} bytes`);
+      } else {
+        this.#finish(e instanceof Error ? e.message : String(e));
+      }
+      return;
+    }
+    if (!this.#done && (revents & (POLLERR | POLLHUP)) && this.#dstInterest() !== 0) {
+      // The reader vanished while we hold bytes for it: nothing more can be delivered.
+      this.#finish(`the reader closed its end after ${this.#bytesOut} bytes`);
+    }
+  }
+
+  #stepSplice(): void {
+    const [hashR, hashW] = this.#hashPipe!;
+    let moved = 0;
+    while (moved < PER_TURN) {
+      if (this.#teeAhead > 0) {
+        const n = spliceFd(this.#src, this.#dst, this.#teeAhead);
+        if (n < 0) return; // reader full: wait for POLLOUT
+        this.#teeAhead -= n;
+        this.#bytesOut += n;
+        moved += n;
+        continue;
+      }
+      const n = teeFd(this.#src, hashW, CHUNK);
+      if (n < 0) return; // writer has nothing now
+      if (n === 0) {
+        this.#srcEof = true;
+        this.#finish();
+        return;
+      }
+      this.#bytesIn += n;
+      this.#teeAhead = n;
+      this.#drainHashPipe(hashR, n);
+    }
+  }
+
+  #drainHashPipe(hashR: OwnedFd, n: number): void {
+    this.#buf ??= new Uint8Array(new ArrayBuffer(CHUNK));
+    let left = n;
+    while (left > 0) {
+      const r = readFd(hashR, this.#buf, 0, Math.min(left, CHUNK));
+      if (r <= 0) throw new Error("The hash pipe lost bytes");
+      this.#account(this.#buf.subarray(0, r));
+      left -= r;
+    }
+  }
+
+  #stepCopy(): void {
+    const buf = this.#buf!;
+    let moved = 0;
+    while (moved < PER_TURN && !this.#done) {
+      if (this.#pendingLen > 0) {
+        const n = writeFd(this.#dst, this.#blob ?? buf, this.#pendingOff, this.#pendingLen);
+        if (n < 0) return;
+        this.#pendingOff += n;
+        this.#pendingLen -= n;
+        this.#bytesOut += n;
+        moved += n;
+        if (this.#pendingLen === 0 && this.#blob) {
+          this.#finish();
+          return;
+        }
+        if (this.#pendingLen === 0 && this.#truncated) {
+          this.#finish();
+          return;
+        }
+        continue;
+      }
+      if (this.#srcEof) return;
+      const n = readFd(this.#src, buf, 0, CHUNK);
+      if (n < 0) return;
+      if (n === 0) {
+        this.#srcEof = true;
+        if (this.mode === "buffer") this.#deliverBuffered();
+        else this.#finish();
+        return;
+      }
+      this.#bytesIn += n;
+      if (this.mode === "buffer") {
+        this.#collect(buf.subarray(0, n));
+        continue;
+      }
+      const len = this.#applyFaults(buf, this.#bytesIn - n, n);
+      this.#account(buf.subarray(0, len));
+      this.#pendingOff = 0;
+      this.#pendingLen = len;
+      if (len === 0) this.#finish();
+    }
+  }
+
+  /** Hashes, dumps and (within the cap) keeps bytes on their way to the reader. */
+  #account(chunk: Uint8Array): void {
+    this.#hash.update(chunk);
+    if (this.#dump) writeFileAll(this.#dump, chunk);
+    const cap = this.#opts.keepUpTo ?? 0;
+    if (this.#keptAll && this.#keptBytes + chunk.length <= cap) {
+      this.#kept.push(chunk.slice());
+      this.#keptBytes += chunk.length;
+    } else {
+      this.#keptAll = false;
+      this.#kept = [];
+    }
+  }
+
+  /** Applies faults to `buf[0..n)` whose first byte is stream offset `at`; returns bytes to keep. */
+  #applyFaults(buf: Uint8Array, at: number, n: number): number {
+    const f = this.#opts.faults;
+    if (!f) return n;
+    let keep = n;
+    if (f.truncateAt !== undefined && at + n > f.truncateAt) {
+      keep = Math.max(0, f.truncateAt - at);
+      this.#truncated = true;
+    }
+    if (f.corrupt) {
+      for (let off = (4096 - (at % 4096)) % 4096; off < keep; off += 4096) {
+        buf[off] ^= 0xff;
+        this.#corrupted = true;
+      }
+    }
+    return keep;
+  }
+
+  #collect(chunk: Uint8Array): void {
+    const limit = this.#opts.maxBufferBytes ?? 2 ** 31;
+    if (this.#bytesIn > limit) {
+      throw new Error(`State exceeds the buffer limit of ${limit} bytes`);
+    }
+    this.#chunks.push(chunk.slice());
+  }
+
+  #deliverBuffered(): void {
+    const blob = new Uint8Array(new ArrayBuffer(this.#bytesIn));
+    let off = 0;
+    for (const c of this.#chunks) {
+      blob.set(c, off);
+      off += c.length;
+    }
+    this.#chunks = [];
+    const keep = this.#applyFaults(blob, 0, blob.length);
+    const out = blob.subarray(0, keep);
+    const problem = this.#opts.validate?.(out);
+    if (problem !== undefined) {
+      this.#finish(`state refused before delivery: ${problem}`);
+      return;
+    }
+    this.#account(out);
+    this.#blob = out;
+    this.#pendingOff = 0;
+    this.#pendingLen = out.length;
+    if (out.length === 0) this.#finish();
+  }
+
+  /** Stops the transfer (session ending); the reader sees EOF, the writer EPIPE. */
+  cancel(reason: string): void {
+    this.#finish(reason);
+  }
+
+  #finish(error?: string): void {
+    if (this.#done) return;
+    this.#done = true;
+    this.#delay?.cancel();
+    this.#reactor.remove(this.#srcWatch);
+    this.#reactor.remove(this.#dstWatch);
+    this.#src.close();
+    this.#dst.close();
+    if (this.#hashPipe) { for (const fd of this.#hashPipe) fd.close(); }
+    this.#dump?.close();
+    const result: CopyResult = {
+      ok: error === undefined && !this.#truncated,
+      mode: this.mode,
+      bytes: this.#bytesOut,
+      bytesIn: this.#bytesIn,
+      durationMs: performance.now() - this.#started,
+      sha256: this.#hash.digest("hex"),
+    };
+    if (error !== undefined) result.error = error;
+    else if (this.#truncated) {
+      result.error = `the stream was cut after ${this.#bytesOut} bytes (fault state-truncate)`;
+    }
+    if (this.#truncated) result.truncated = true;
+    if (this.#keptAll && (this.#opts.keepUpTo ?? 0) > 0) {
+      const blob = new Uint8Array(new ArrayBuffer(this.#keptBytes));
+      let off = 0;
+      for (const c of this.#kept) {
+        blob.set(c, off);
+        off += c.length;
+      }
+      result.blob = blob;
+    }
+    if (this.#corrupted) result.corrupted = true;
+    this.#opts.onDone(result);
+  }
+}
+
+function writeFileAll(file: Deno.FsFile, bytes: Uint8Array): void {
+  let off = 0;
+  while (off < bytes.length) off += file.writeSync(bytes.subarray(off));
+}
