@@ -168,20 +168,19 @@ done_step
 # ---------------------------------------------------------------------------------------------
 begin "guest kernel and modules (linux-image-amd64 from bookworm)"
 GUEST="$PEERS/guest"
-if ! stamped guest-kernel || [ ! -e "$GUEST/vmlinuz" ]; then
+if ! stamped guest-kernel || [ ! -e "$GUEST/vmlinuz" ] || [ ! -e "$GUEST/kernel.package" ]; then
   kpkg="$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-6\.1\.[^ ]*-amd64$/ {print $2; exit}')"
   [ -n "$kpkg" ] || die "linux-image-amd64 does not depend on a linux-image-6.1.*-amd64 package"
   dl="$PEERS/debs/kernel"
   rm -rf "$dl" && mkdir -p "$dl"
   (cd "$dl" && apt-get "${DL_OPTS[@]}" download "$kpkg") || die "apt-get download $kpkg failed"
-  kroot="$GUEST/kernel-root"
-  rm -rf "$kroot" && mkdir -p "$kroot"
-  dpkg -x "$dl"/"$kpkg"_*.deb "$kroot"
   kver="${kpkg#linux-image-}"
-  [ -e "$kroot/boot/vmlinuz-$kver" ] || die "boot/vmlinuz-$kver missing in $kpkg"
-  # modules.dep is generated at install time, not shipped: build it for the unpacked tree.
-  depmod -b "$kroot" "$kver" || die "depmod for $kver failed"
-  cp "$kroot/boot/vmlinuz-$kver" "$GUEST/vmlinuz"
+  x="$(mktemp -d)"
+  dpkg-deb --fsys-tarfile "$dl/${kpkg}"_*.deb | tar -x -C "$x" "./boot/vmlinuz-$kver" ||
+    die "boot/vmlinuz-$kver missing in $kpkg"
+  cp "$x/boot/vmlinuz-$kver" "$GUEST/vmlinuz"
+  rm -rf "$x" "$GUEST/kernel-root"
+  echo "$kpkg" >"$GUEST/kernel.package"
   echo "$kver" >"$GUEST/kernel.version"
   stamp guest-kernel
 fi
@@ -197,10 +196,15 @@ inputs_hash="$( (
 ) | sha256sum | cut -c1-16)"
 if ! stamped "initramfs-$inputs_hash" || [ ! -e "$GUEST/initramfs.cpio.gz" ]; then
   [ -d "$GUEST_SRC" ] || die "guest sources missing: $GUEST_SRC"
-  kroot="$GUEST/kernel-root"
-  moddir="$kroot/lib/modules/$kver"
-  [ -e "$moddir/modules.dep" ] || die "modules.dep missing in $moddir"
   build="$(mktemp -d)"
+  # The module tree is unpacked only while building (it is ~400 MB); the .deb stays cached.
+  kroot="$build/kernel-root"
+  mkdir -p "$kroot"
+  dpkg-deb --fsys-tarfile "$PEERS/debs/kernel/$(cat "$GUEST/kernel.package")"_*.deb |
+    tar -x -C "$kroot" "./lib/modules/$kver" || die "cannot unpack the modules of $kver"
+  # modules.dep is generated at install time, not shipped: build it for the unpacked tree.
+  depmod -b "$kroot" "$kver" || die "depmod for $kver failed"
+  moddir="$kroot/lib/modules/$kver"
   root="$build/root"
   mkdir -p "$root"/{bin,sbin,dev,proc,sys,mnt,tmp,etc,lib/modules,run}
   cp /bin/busybox "$root/bin/busybox"
