@@ -60,10 +60,30 @@ export function errno(): number {
   return errnoView.getInt32(0);
 }
 
-/** Address of an ArrayBuffer-backed view, as a number (addresses are below 2^53). */
+const bufferAddresses = new WeakMap<ArrayBufferLike, number>();
+
+/**
+ * Address of an ArrayBuffer-backed view, as a number (addresses are below 2^53). The base
+ * address of each buffer is cached: backing stores never move, and asking V8 each time costs a
+ * pointer object and a BigInt on the relay's hot path.
+ */
 export function addressOf(view: Uint8Array): number {
-  const ptr = Deno.UnsafePointer.of(view as Uint8Array<ArrayBuffer>);
-  return Number(Deno.UnsafePointer.value(ptr));
+  let base = bufferAddresses.get(view.buffer);
+  if (base === undefined) {
+    const whole = new Uint8Array(view.buffer as ArrayBuffer);
+    base = Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(whole)));
+    bufferAddresses.set(view.buffer, base);
+  }
+  return base + view.byteOffset;
+}
+
+/**
+ * A count for a 64-bit parameter (`usize`, `u64`). Deno's FFI accepts a plain number there
+ * (ffi-notes §1.1); the type declarations say bigint, and converting would allocate a BigInt
+ * on every call of the hot path.
+ */
+export function size64(n: number): bigint {
+  return n as unknown as bigint;
 }
 
 /** Writes a pointer-sized value as two u32 halves, avoiding a BigInt per call. */

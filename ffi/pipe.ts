@@ -7,7 +7,7 @@
  * @module
  */
 
-import { addressOf, C, errno, libc } from "./libc.ts";
+import { addressOf, C, errno, libc, size64 } from "./libc.ts";
 import { Errno, SystemError } from "./errors.ts";
 import { OwnedFd, ownedOrThrow, retryEintr } from "./fd.ts";
 
@@ -30,7 +30,7 @@ export function setPipeSize(fd: OwnedFd, bytes: number): number {
 export function readFd(fd: OwnedFd | number, buf: Uint8Array, offset = 0, length?: number): number {
   const raw = typeof fd === "number" ? fd : fd.fd;
   const view = buf.subarray(offset, offset + (length ?? buf.length - offset));
-  const r = retryEintr(() => libc.read(raw, view, BigInt(view.length)));
+  const r = retryEintr(() => libc.read(raw, view, size64(view.length)));
   if (r < 0) {
     const e = errno();
     if (e === Errno.EAGAIN) return -1;
@@ -48,7 +48,7 @@ export function writeFd(
 ): number {
   const raw = typeof fd === "number" ? fd : fd.fd;
   const view = buf.subarray(offset, offset + (length ?? buf.length - offset));
-  const r = retryEintr(() => libc.write(raw, view, BigInt(view.length)));
+  const r = retryEintr(() => libc.write(raw, view, size64(view.length)));
   if (r < 0) {
     const e = errno();
     if (e === Errno.EAGAIN) return -1;
@@ -81,7 +81,7 @@ export function spliceFd(from: OwnedFd | number, to: OwnedFd | number, length: n
       null,
       b,
       null,
-      BigInt(length),
+      size64(length),
       C.SPLICE_F_MOVE | C.SPLICE_F_NONBLOCK | C.SPLICE_F_MORE,
     )
   );
@@ -101,7 +101,7 @@ export function spliceFd(from: OwnedFd | number, to: OwnedFd | number, length: n
 export function teeFd(from: OwnedFd | number, to: OwnedFd | number, length: number): number {
   const a = typeof from === "number" ? from : from.fd;
   const b = typeof to === "number" ? to : to.fd;
-  const r = retryEintr(() => libc.tee(a, b, BigInt(length), C.SPLICE_F_NONBLOCK));
+  const r = retryEintr(() => libc.tee(a, b, size64(length), C.SPLICE_F_NONBLOCK));
   if (r < 0) {
     const e = errno();
     if (e === Errno.EAGAIN) return -1;

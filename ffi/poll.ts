@@ -8,7 +8,7 @@
  * @module
  */
 
-import { C, errno, libc } from "./libc.ts";
+import { C, errno, libc, size64 } from "./libc.ts";
 import { Errno, SystemError } from "./errors.ts";
 import { type OwnedFd, ownedOrThrow } from "./fd.ts";
 
@@ -58,7 +58,7 @@ export class PollSet {
    * ready slots; 0 on timeout or EINTR (a signal landed on this thread: just poll again).
    */
   wait(timeoutMs: number): number {
-    const r = libc.poll(this.#bytes, BigInt(this.#count), timeoutMs);
+    const r = libc.poll(this.#bytes, size64(this.#count), timeoutMs);
     if (r < 0) {
       const e = errno();
       if (e === Errno.EINTR) return 0;

@@ -31,13 +31,12 @@ class MsgScratch {
 
   prepare(data: Uint8Array, offset: number, length: number, controlLen: number): void {
     const v = this.view;
-    this.bytes.fill(0, 0, 64);
+    // msg_name, msg_namelen, msg_flags stay 0; the kernel writes only controllen and flags.
     setPointer(v, 16, this.base + MsgScratch.IOV); // msg_iov
     setPointer(v, 24, 1); // msg_iovlen
-    if (controlLen > 0) {
-      setPointer(v, 32, this.base + MsgScratch.CONTROL); // msg_control
-      setPointer(v, 40, controlLen); // msg_controllen
-    }
+    setPointer(v, 32, controlLen > 0 ? this.base + MsgScratch.CONTROL : 0); // msg_control
+    setPointer(v, 40, controlLen); // msg_controllen
+    v.setInt32(48, 0, true); // msg_flags
     setPointer(v, MsgScratch.IOV, addressOf(data) + offset);
     setPointer(v, MsgScratch.IOV + 8, length);
   }
@@ -132,13 +131,14 @@ export function sendWithFds(
       v.setInt32(MsgScratch.CONTROL + CMSG_HDR + 4 * i, fds[i], true);
     }
   }
-  const n = retryEintr(() => libc.sendmsg(fd, s.bytes, C.MSG_DONTWAIT | C.MSG_NOSIGNAL));
-  if (n < 0) {
+  for (;;) {
+    const n = libc.sendmsg(fd, s.bytes, C.MSG_DONTWAIT | C.MSG_NOSIGNAL);
+    if (n >= 0) return n;
     const e = errno();
+    if (e === Errno.EINTR) continue;
     if (e === Errno.EAGAIN) return -1;
     throw new SystemError("sendmsg", e);
   }
-  return n;
 }
 
 function sockaddrUn(path: string): Uint8Array {

@@ -63,7 +63,8 @@ interface PendingReply {
   code: number;
   name: string;
   since: number;
-  stuck?: Timer;
+  /** The stuck-reply warning was given. */
+  warned?: boolean;
   /** A reply the proxy answers itself is not awaited from the peer. */
 }
 
@@ -115,6 +116,7 @@ export class Session implements EndpointOwner {
   #ended = false;
   #connectDeadline = 0;
   #connectTimer: Timer | undefined;
+  #stuckTimer: Timer | undefined;
   readonly deviceState: DeviceStateHooks | undefined;
 
   constructor(
@@ -187,34 +189,33 @@ export class Session implements EndpointOwner {
   // ---- EndpointOwner -------------------------------------------------------------------------
 
   pump(endpoint: Endpoint): void {
-    if (this.#ended) return;
-    // A bounded batch per wake-up keeps one busy peer from starving the other channel.
-    for (let i = 0; i < 64 && !this.#ended && endpoint.mayRead; i++) {
-      let outcome;
-      try {
-        outcome = endpoint.channel.read();
-      } catch (e) {
-        this.#ioFailed(endpoint, e);
+    // One message per wake-up: poll is level-triggered and reports the socket again if more is
+    // queued, while trying a second read would cost a failing recvmsg on every round trip.
+    if (this.#ended || !endpoint.mayRead) return;
+    let outcome;
+    try {
+      outcome = endpoint.channel.read();
+    } catch (e) {
+      this.#ioFailed(endpoint, e);
+      return;
+    }
+    switch (outcome.kind) {
+      case "pending":
         return;
-      }
-      switch (outcome.kind) {
-        case "pending":
-          return;
-        case "frame":
-          this.#handle(endpoint, outcome.frame);
-          break;
-        case "eof":
-          this.#peerClosed(endpoint, outcome.midMessage, outcome.have, outcome.header?.request);
-          return;
-        case "violation": {
-          const r = outcome.reason;
-          const what = outcome.header ? this.#nameOf(endpoint, outcome.header.request) : "message";
-          const detail = r.kind === "too-large"
-            ? `payload size ${r.size} exceeds the limit of ${r.limit} bytes`
-            : `more than 8 fds attached (control data truncated, ${r.received} received and closed)`;
-          this.#violation(endpoint, what, r.kind === "too-large" ? "size" : "fds", detail);
-          return;
-        }
+      case "frame":
+        this.#handle(endpoint, outcome.frame);
+        return;
+      case "eof":
+        this.#peerClosed(endpoint, outcome.midMessage, outcome.have, outcome.header?.request);
+        return;
+      case "violation": {
+        const r = outcome.reason;
+        const what = outcome.header ? this.#nameOf(endpoint, outcome.header.request) : "message";
+        const detail = r.kind === "too-large"
+          ? `payload size ${r.size} exceeds the limit of ${r.limit} bytes`
+          : `more than 8 fds attached (control data truncated, ${r.received} received and closed)`;
+        this.#violation(endpoint, what, r.kind === "too-large" ? "size" : "fds", detail);
+        return;
       }
     }
   }
@@ -298,7 +299,6 @@ export class Session implements EndpointOwner {
         return;
       }
       queue.shift();
-      head.stuck?.cancel();
       latencyUs = Math.round((performance.now() - head.since) * 1000);
     }
 
@@ -431,26 +431,48 @@ export class Session implements EndpointOwner {
     });
   }
 
-  /** Remembers that `to`'s peer owes a reply, and arms the stuck-reply warning. */
+  /** Remembers that `to`'s peer owes a reply, and makes sure the stuck-reply check is armed. */
   #awaitReply(channel: ChannelName, code: number, name: string): void {
-    const entry: PendingReply = { channel, code, name, since: performance.now() };
-    if (this.options.stuckAfterMs > 0) {
-      entry.stuck = this.reactor.setTimer(this.options.stuckAfterMs, () => {
-        if (this.#ended) return;
-        const side = channel === "main" ? "back-end" : "front-end";
-        this.emit({
-          type: "warning",
-          ts: timestamp(),
-          session: this.id,
-          channel,
-          side,
-          request: name,
-          message:
-            `${name} has waited ${this.options.stuckAfterMs} ms for a reply from the ${side}`,
-        });
-      });
+    this.#pending[channel].push({ channel, code, name, since: performance.now() });
+    this.#armStuckCheck();
+  }
+
+  /**
+   * One timer per session, due when the oldest unwarned request crosses the threshold (a timer
+   * per request would cost an allocation per message on the hot path).
+   */
+  #armStuckCheck(): void {
+    const limit = this.options.stuckAfterMs;
+    if (limit <= 0 || this.#stuckTimer !== undefined || this.#ended) return;
+    let oldest = Infinity;
+    for (const q of [this.#pending.main, this.#pending.backend]) {
+      const head = q.find((p) => !p.warned);
+      if (head !== undefined) oldest = Math.min(oldest, head.since);
     }
-    this.#pending[channel].push(entry);
+    if (oldest === Infinity) return;
+    const due = Math.max(0, oldest + limit - performance.now());
+    this.#stuckTimer = this.reactor.setTimer(due, () => {
+      this.#stuckTimer = undefined;
+      if (this.#ended) return;
+      const now = performance.now();
+      for (const q of [this.#pending.main, this.#pending.backend]) {
+        for (const p of q) {
+          if (p.warned || now - p.since < limit) continue;
+          p.warned = true;
+          const side = p.channel === "main" ? "back-end" : "front-end";
+          this.emit({
+            type: "warning",
+            ts: timestamp(),
+            session: this.id,
+            channel: p.channel,
+            side,
+            request: p.name,
+            message: `${p.name} has waited ${limit} ms for a reply from the ${side}`,
+          });
+        }
+      }
+      this.#armStuckCheck();
+    });
   }
 
   /**
@@ -482,7 +504,6 @@ export class Session implements EndpointOwner {
       ep.channel.close();
     }
     this.frontBackendChannel = this.backBackendChannel = undefined;
-    for (const p of this.#pending.backend) p.stuck?.cancel();
     this.#pending.backend = [];
   }
 
@@ -626,7 +647,7 @@ export class Session implements EndpointOwner {
       name: p.name,
       waitedMs: Math.round(now - p.since),
     }));
-    for (const p of [...this.#pending.main, ...this.#pending.backend]) p.stuck?.cancel();
+    this.#stuckTimer?.cancel();
     if (inFlight.length > 0) {
       const owed = inFlight.map((p) => `${p.name} awaited a reply`).join(", ");
       reason += ` (${owed})`;
