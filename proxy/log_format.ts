@@ -4,7 +4,7 @@
  * @module
  */
 
-import type { LogRecord, MessageRecord } from "./log_record.ts";
+import type { DeviceStateRecord, LogRecord, MessageRecord } from "./log_record.ts";
 
 const ARROW = { "front-end": "→", "back-end": "←" } as const;
 
@@ -33,6 +33,27 @@ function formatLatency(us: number): string {
   return us >= 10_000 ? `${(us / 1000).toFixed(1)}ms` : `${us}µs`;
 }
 
+function deviceStateText(r: DeviceStateRecord): string {
+  switch (r.event) {
+    case "transfer-start":
+      return `${r.direction} started via ${r.via} (${r.mode})`;
+    case "transfer-end": {
+      const what = r.ok ? "done" : `FAILED: ${r.error ?? "unknown error"}`;
+      const state = r.state ? ` ${JSON.stringify(r.state)}` : "";
+      const dump = r.dump ? ` dump=${r.dump}` : "";
+      return `${r.direction} ${what}: ${r.bytes} bytes in ${r.durationMs.toFixed(1)} ms ` +
+        `(${r.throughputMiBps.toFixed(1)} MiB/s) sha256=${r.sha256}${dump}${state}`;
+    }
+    case "check": {
+      const back = r.backendResult !== undefined ? ` back-end=${r.backendResult}` : "";
+      const why = r.reason ? ` (${r.reason})` : "";
+      return `CHECK_DEVICE_STATE result=${r.result}${back}${why}`;
+    }
+    case "note":
+      return r.message;
+  }
+}
+
 /** One human-readable line for a record. */
 export function formatRecord(r: LogRecord): string {
   switch (r.type) {
@@ -53,13 +74,8 @@ export function formatRecord(r: LogRecord): string {
       const where = r.session !== undefined ? ` s${r.session}` : "";
       return `${clock(r.ts)}${where} ${r.type.toUpperCase()}: ${r.message}`;
     }
-    case "device-state": {
-      const { type: _t, ts, session, event, ...rest } = r;
-      const fields = Object.entries(rest).map(([k, v]) =>
-        `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`
-      ).join(" ");
-      return `${clock(ts)} s${session} device-state ${event} ${fields}`;
-    }
+    case "device-state":
+      return `${clock(r.ts)} s${r.session} device-state ${deviceStateText(r)}`;
     case "proxy":
       return `${clock(r.ts)} proxy ${r.event}${r.listen ? ` on ${r.listen}` : ""}${
         r.backend ? ` → ${r.backend}` : ""

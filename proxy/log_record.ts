@@ -101,14 +101,78 @@ export interface ProblemRecord {
   message: string;
 }
 
-/** A device-state transfer (SET_DEVICE_STATE_FD … CHECK_DEVICE_STATE). */
-export interface DeviceStateRecord {
+/** Which way device state flows: SAVE = back-end → front-end (source), LOAD = the reverse. */
+export type StateDirection = "SAVE" | "LOAD";
+
+/** A device-state transfer began (SET_DEVICE_STATE_FD accepted). */
+export interface TransferStartRecord {
   type: "device-state";
+  event: "transfer-start";
   ts: string;
   session: number;
-  event: string;
-  [key: string]: unknown;
+  direction: StateDirection;
+  phase: number;
+  /** Where the back-end's bytes flow: the proxy's own pipe, the back-end's reply fd, or the
+   * proxy itself (emulation). */
+  via: "proxy-pipe" | "back-end-fd" | "emulated";
+  /** How the bytes are moved: splice, copy or buffer (emulated: memory). */
+  mode: string;
 }
+
+/** A device-state transfer ended. */
+export interface TransferEndRecord {
+  type: "device-state";
+  event: "transfer-end";
+  ts: string;
+  session: number;
+  direction: StateDirection;
+  ok: boolean;
+  /** Bytes delivered to the reader. */
+  bytes: number;
+  /** Bytes taken from the writer. */
+  bytesIn: number;
+  durationMs: number;
+  throughputMiBps: number;
+  sha256: string;
+  error?: string;
+  /** File the blob was saved to (`--state-dump`). */
+  dump?: string;
+  /** Decoded summary of the blob when its format is known (virtiofsd, proxy emulation). */
+  state?: Record<string, unknown>;
+  /** Faults applied to this transfer. */
+  faults?: string[];
+}
+
+/** CHECK_DEVICE_STATE: what the back-end said and what the proxy told the front-end. */
+export interface CheckRecord {
+  type: "device-state";
+  event: "check";
+  ts: string;
+  session: number;
+  direction?: StateDirection;
+  /** The back-end's u64 result (absent when the proxy answered alone). */
+  backendResult?: number;
+  /** The result sent to the front-end (0 = success). */
+  result: number;
+  /** Why the proxy changed or produced the result. */
+  reason?: string;
+}
+
+/** Other device-state events: feature offered/hidden, request refused by a fault, held CHECK. */
+export interface DeviceStateNoteRecord {
+  type: "device-state";
+  event: "note";
+  ts: string;
+  session: number;
+  message: string;
+}
+
+/** A device-state event. */
+export type DeviceStateRecord =
+  | TransferStartRecord
+  | TransferEndRecord
+  | CheckRecord
+  | DeviceStateNoteRecord;
 
 /** Proxy lifecycle: listening, stopped. */
 export interface ProxyRecord {
