@@ -10,11 +10,14 @@ import type { Dialect } from "./proxy/catalogue.ts";
 import type { DeviceStateConfig, EngineConfig } from "./proxy/engine.ts";
 import { fanOut, humanSink, jsonLinesSink, type Sink } from "./proxy/log_sink.ts";
 import { startProxy } from "./proxy/server.ts";
+import { parseFaults } from "./proxy/faults.ts";
+import { stateShow } from "./proxy/state_show.ts";
 
 const USAGE = `vhost-user-proxy: a vhost-user man-in-the-middle that relays, decodes and logs
 
 Usage:
   vhost-user-proxy run --listen <front.sock> --backend <back.sock> [options]
+  vhost-user-proxy state show <file> [--json]   decode a dumped device-state blob
 
 run options:
   --listen <path>          socket QEMU connects to (created 0600; a stale file is replaced)
@@ -27,7 +30,10 @@ run options:
   --device-state <mode>    relay (default), emulate, off
   --state-dump <dir>       save every device-state blob into <dir>
   --state-buffer           read the whole state before delivering it
-  --fault <spec>           inject a device-state fault (repeatable)
+  --fault <spec>           inject a device-state fault (repeatable): state-corrupt,
+                           state-truncate:<bytes>, state-delay:<ms>, check-fail, state-refuse
+  --state-save-cmd <cmd>   emulate: its stdout travels with the proxy state (SAVE)
+  --state-load-cmd <cmd>   emulate: gets that part on stdin at LOAD; non-zero fails CHECK
   --stuck-after <ms>       flag a request still awaiting its reply after <ms> (default 5000)
   --connect-timeout <ms>   keep retrying the back-end this long (default 10000)
 `;
@@ -96,6 +102,8 @@ async function runCommand(args: string[]): Promise<number> {
     saveCmd: values["state-save-cmd"],
     loadCmd: values["state-load-cmd"],
   };
+  const faults = parseFaults(deviceState.faults ?? []);
+  if (!faults.ok) throw new UsageError(faults.error);
   const sinks: Sink[] = [];
   const closers: (() => void)[] = [];
   if (!values.quiet) sinks.push(humanSink());
@@ -132,6 +140,21 @@ async function runCommand(args: string[]): Promise<number> {
   return 0;
 }
 
+function stateCommand(args: string[]): number {
+  const [verb, ...rest] = args;
+  if (verb !== "show") {
+    throw new UsageError(`unknown state subcommand "${verb ?? ""}": try "state show <file>"`);
+  }
+  const { values, positionals } = parseArgs({
+    args: rest,
+    strict: true,
+    allowPositionals: true,
+    options: { json: { type: "boolean", default: false } },
+  });
+  if (positionals.length !== 1) throw new UsageError("state show needs exactly one <file>");
+  return stateShow(positionals[0], { json: values.json });
+}
+
 /** Runs the CLI with `args`; returns the exit code. */
 export async function main(args: string[]): Promise<number> {
   const [sub, ...rest] = args;
@@ -139,6 +162,8 @@ export async function main(args: string[]): Promise<number> {
     switch (sub) {
       case "run":
         return await runCommand(rest);
+      case "state":
+        return stateCommand(rest);
       case undefined:
       case "help":
       case "--help":

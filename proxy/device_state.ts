@@ -1,11 +1,674 @@
 /**
- * Device-state handling per session. Until the interposing copy lands, every mode relays
- * SET_DEVICE_STATE_FD and CHECK_DEVICE_STATE verbatim (their fds ride like any other).
+ * Device-state transfer (SET_DEVICE_STATE_FD / CHECK_DEVICE_STATE) per session.
+ *
+ * - `relay` (default): the back-end gets the proxy's pipe instead of QEMU's fd; the proxy copies
+ *   between the two (SAVE: back-end → QEMU, LOAD: QEMU → back-end), counting, hashing and
+ *   optionally dumping the bytes, and uses the back-end's own fd when it replies with one. QEMU
+ *   always hears "no fd" (bit 8), because the proxy is the other end. CHECK_DEVICE_STATE is held
+ *   until the copy has finished, and fails when the copy did.
+ * - `emulate`: the proxy offers F_DEVICE_STATE to QEMU, strips it towards the back-end and is the
+ *   back-end of the transfer itself, carrying what it knows of the device (emulated_state.ts).
+ * - `off`: F_DEVICE_STATE is hidden from QEMU, as with a back-end that predates it.
  *
  * @module
  */
 
-import type { DeviceStateFactory } from "./engine.ts";
+import { createHash } from "node:crypto";
+import { closeAll, type OwnedFd } from "../ffi/fd.ts";
+import { createPipe } from "../ffi/pipe.ts";
+import type { Frame } from "./channel.ts";
+import { createMessage, encodeMessage, type Message } from "./codec.ts";
+import type { DeviceStateHooks, Verdict } from "./device_state_hooks.ts";
+import {
+  decodeEmulatedState,
+  type EmulatedMeta,
+  encodeEmulatedState,
+  isEmulatedState,
+} from "./emulated_state.ts";
+import { BlobReader, BlobWriter } from "./blob_io.ts";
+import type { DeviceStateConfig, DeviceStateFactory } from "./engine.ts";
+import type { Endpoint } from "./endpoint.ts";
+import {
+  describeProtocolFeatures,
+  describeVirtioFeatures,
+  protocolFeatureMask,
+} from "./features.ts";
+import { type Faults, parseFaults } from "./faults.ts";
+import type { DeviceStateRecord, StateDirection, TransferEndRecord } from "./log_record.ts";
+import { timestamp } from "./log_record.ts";
+import type { Session } from "./session.ts";
+import { type CopyResult, StateCopy } from "./state_copy.ts";
+import { decodeVirtiofsdState, summarizeVirtiofsdState } from "./virtiofsd_state.ts";
+import { translateProtocolFeatures } from "./dialect.ts";
 
-/** Builds the hooks for a session; `undefined` means plain relaying. */
-export const deviceStateHooks: DeviceStateFactory = () => undefined;
+const FORWARD: Verdict = { action: "forward" };
+/** Bit 8 of the SET_DEVICE_STATE_FD reply: no fd follows. */
+const NO_FD = 0x100n;
+/** Blobs up to this size are kept for the decoded summary in the log. */
+const KEEP_FOR_SUMMARY = 16 << 20;
+/** Most an emulated LOAD may bring. */
+const EMULATED_LIMIT = 64 << 20;
+/** Virtio bit 30, always offered by a back-end with protocol features. */
+const PROTOCOL_FEATURES_BIT = 1n << 30n;
+
+/** Builds the per-session handler. */
+export const deviceStateHooks: DeviceStateFactory = (session, config) =>
+  new DeviceStateHandler(session, config);
+
+interface HeldCheck {
+  from: Endpoint;
+  message: Message;
+  bytes: Uint8Array;
+}
+
+interface Transfer {
+  n: number;
+  direction: StateDirection;
+  phase: number;
+  /** QEMU's end: the reader (SAVE) or writer (LOAD) the proxy serves. */
+  qemuFd?: OwnedFd;
+  /** Relay: the proxy pipe's end the back-end did not get. */
+  proxyEnd?: OwnedFd;
+  copy?: StateCopy;
+  io?: BlobReader | BlobWriter;
+  /** Set when the transfer has ended. */
+  outcome?: { ok: boolean; error?: string };
+  held?: HeldCheck;
+  /** Emulation: the CHECK request waiting for the transfer to end. */
+  heldEmulatedCheck?: Message;
+}
+
+function u64(payload: Uint8Array, offset = 0): bigint {
+  if (payload.length < offset + 8) return 0n;
+  return new DataView(payload.buffer, payload.byteOffset + offset, 8).getBigUint64(0, true);
+}
+
+/** A copy of a whole message with its u64 payload replaced. */
+function withU64(bytes: Uint8Array, value: bigint): Uint8Array {
+  const out = bytes.slice();
+  new DataView(out.buffer).setBigUint64(12, value, true);
+  return out;
+}
+
+const hex = (v: bigint) => `0x${v.toString(16)}`;
+
+class DeviceStateHandler implements DeviceStateHooks {
+  readonly #s: Session;
+  readonly #config: DeviceStateConfig;
+  readonly #faults: Faults;
+  #offeredVirtio = 0n;
+  #offeredProtocol = 0n;
+  #queueNum: number | undefined;
+  readonly #vrings = new Map<number, { num?: number; base?: number }>();
+  #configHex: string | undefined;
+  #transfer: Transfer | undefined;
+  #count = 0;
+
+  constructor(session: Session, config: DeviceStateConfig) {
+    this.#s = session;
+    this.#config = config;
+    const parsed = parseFaults(config.faults ?? []);
+    // The CLI validates faults; a library caller with a bad spec gets no faults and a note.
+    this.#faults = parsed.ok
+      ? parsed.faults
+      : { corrupt: false, checkFail: false, refuse: false, specs: [] };
+    if (!parsed.ok) this.#note(parsed.error);
+  }
+
+  get #mode() {
+    return this.#config.mode;
+  }
+
+  intercept(from: Endpoint, message: Message, frame: Frame): Verdict {
+    if (from.kind !== "main") return FORWARD;
+    const isReply = message.kind === "reply";
+    const p = frame.payload;
+    switch (message.name) {
+      case "GET_FEATURES":
+        if (isReply) this.#offeredVirtio = u64(p);
+        return FORWARD;
+      case "GET_PROTOCOL_FEATURES":
+        return isReply ? this.#onProtocolFeaturesOffered(frame) : FORWARD;
+      case "SET_PROTOCOL_FEATURES":
+        return isReply ? FORWARD : this.#onProtocolFeaturesSet(frame);
+      case "GET_QUEUE_NUM":
+        if (isReply) this.#queueNum = Number(u64(p));
+        return FORWARD;
+      case "SET_VRING_NUM":
+      case "SET_VRING_BASE":
+      case "GET_VRING_BASE":
+        if (!isReply && message.name === "GET_VRING_BASE") return FORWARD;
+        if (p.length >= 8) {
+          const v = new DataView(p.buffer, p.byteOffset, 8);
+          const index = v.getUint32(0, true);
+          const entry = this.#vrings.get(index) ?? {};
+          if (message.name === "SET_VRING_NUM") entry.num = v.getUint32(4, true);
+          else entry.base = v.getUint32(4, true);
+          this.#vrings.set(index, entry);
+        }
+        return FORWARD;
+      case "GET_CONFIG":
+        if (isReply) this.#configHex = [...p].map((b) => b.toString(16).padStart(2, "0")).join("");
+        return FORWARD;
+      case "SET_DEVICE_STATE_FD":
+        return isReply ? this.#onSetFdReply(frame) : this.#onSetFd(from, message, frame);
+      case "CHECK_DEVICE_STATE":
+        return isReply ? this.#onCheckReply(frame) : this.#onCheck(from, message, frame);
+      default:
+        return FORWARD;
+    }
+  }
+
+  // ---- feature negotiation ------------------------------------------------------------------
+
+  #onProtocolFeaturesOffered(frame: Frame): Verdict {
+    const offered = u64(frame.payload);
+    this.#offeredProtocol = offered;
+    const bit = protocolFeatureMask("DEVICE_STATE", this.#s.options.backDialect);
+    if (this.#mode === "emulate" && (offered & bit) === 0n) {
+      this.#note("offering F_DEVICE_STATE to the front-end: the proxy holds the device state");
+      return {
+        action: "forward",
+        bytes: withU64(frame.bytes, offered | bit),
+        note: "added F_DEVICE_STATE (emulated by the proxy)",
+      };
+    }
+    if (this.#mode === "off" && (offered & bit) !== 0n) {
+      this.#note("hiding the back-end's F_DEVICE_STATE from the front-end (--device-state off)");
+      return {
+        action: "forward",
+        bytes: withU64(frame.bytes, offered & ~bit),
+        note: "removed F_DEVICE_STATE (--device-state off)",
+      };
+    }
+    return FORWARD;
+  }
+
+  #onProtocolFeaturesSet(frame: Frame): Verdict {
+    if (this.#mode !== "emulate") return FORWARD;
+    const bit = protocolFeatureMask("DEVICE_STATE", this.#s.options.frontDialect);
+    const value = u64(frame.payload);
+    if ((value & bit) === 0n) return FORWARD;
+    const backBit = protocolFeatureMask("DEVICE_STATE", this.#s.options.backDialect);
+    // Keep the bit only for a back-end that offered it itself (the proxy still answers).
+    const keep = (this.#offeredProtocol & backBit) !== 0n;
+    if (keep) return FORWARD;
+    return {
+      action: "forward",
+      bytes: withU64(frame.bytes, value & ~bit),
+      note: "removed F_DEVICE_STATE (the proxy emulates it)",
+    };
+  }
+
+  // ---- SET_DEVICE_STATE_FD ------------------------------------------------------------------
+
+  #onSetFd(from: Endpoint, message: Message, frame: Frame): Verdict {
+    const v = new DataView(frame.payload.buffer, frame.payload.byteOffset, 8);
+    const direction: StateDirection = v.getUint32(0, true) === 0 ? "SAVE" : "LOAD";
+    const phase = v.getUint32(4, true);
+    if (this.#transfer && !this.#transfer.outcome) {
+      this.#end(this.#transfer, "a new SET_DEVICE_STATE_FD replaced it");
+    }
+    const t: Transfer = { n: ++this.#count, direction, phase };
+    this.#transfer = t;
+
+    if (this.#faults.refuse) {
+      closeAll(frame.fds);
+      t.outcome = { ok: false, error: "refused by fault state-refuse" };
+      this.#answer(from, message, 1n | NO_FD, "refused (fault state-refuse)");
+      this.#note(`refused SET_DEVICE_STATE_FD(${direction}) with error 1 (fault state-refuse)`);
+      return { action: "answered", note: "refused by the proxy (fault state-refuse)" };
+    }
+    if (frame.fds.length !== 1) return FORWARD; // the codec rejects this; be safe regardless
+    t.qemuFd = frame.fds[0];
+    frame.fds.length = 0;
+
+    if (this.#mode === "emulate") {
+      this.#answer(from, message, NO_FD, "accepted by the proxy (emulated device state)");
+      this.#startEmulated(t);
+      return { action: "answered", note: "answered by the proxy (emulated device state)" };
+    }
+
+    const [r, w] = createPipe();
+    const [backendEnd, proxyEnd] = direction === "SAVE" ? [w, r] : [r, w];
+    t.proxyEnd = proxyEnd;
+    return {
+      action: "forward",
+      fds: [backendEnd],
+      note: `interposed a proxy pipe for ${direction}`,
+    };
+  }
+
+  #onSetFdReply(frame: Frame): Verdict {
+    const t = this.#transfer;
+    if (!t || t.outcome || !t.qemuFd) return FORWARD;
+    const value = u64(frame.payload);
+    const error = value & 0xffn;
+    if (error !== 0n) {
+      closeAll(frame.fds);
+      frame.fds.length = 0;
+      this.#end(t, `the back-end refused the transfer (error ${error})`);
+      return FORWARD;
+    }
+    let via: "proxy-pipe" | "back-end-fd" = "proxy-pipe";
+    let backSide = t.proxyEnd!;
+    if ((value & NO_FD) === 0n && frame.fds.length === 1) {
+      // The back-end chose its own channel: the proxy's pipe is discarded (spec "Migrating
+      // back-end state": the front-end must use the back-end's fd instead).
+      via = "back-end-fd";
+      backSide = frame.fds[0];
+      frame.fds.length = 0;
+      t.proxyEnd!.close();
+      t.proxyEnd = undefined;
+    } else {
+      t.proxyEnd = undefined;
+    }
+    const [src, dst] = t.direction === "SAVE" ? [backSide, t.qemuFd] : [t.qemuFd, backSide];
+    t.qemuFd = undefined;
+    const faults = this.#faults;
+    const dump = this.#dumpPath(t);
+    t.copy = new StateCopy(this.#s.reactor, src, dst, {
+      dumpPath: dump,
+      buffer: this.#config.buffer,
+      validate: this.#config.buffer ? validateBlob : undefined,
+      faults: { corrupt: faults.corrupt, truncateAt: faults.truncateAt, delayMs: faults.delayMs },
+      keepUpTo: KEEP_FOR_SUMMARY,
+      onDone: (result) => this.#copyDone(t, result, dump),
+    });
+    this.#emit({
+      type: "device-state",
+      event: "transfer-start",
+      ts: timestamp(),
+      session: this.#s.id,
+      direction: t.direction,
+      phase: t.phase,
+      via,
+      mode: t.copy.mode,
+    });
+    return {
+      action: "forward",
+      bytes: value & NO_FD ? frame.bytes : withU64(frame.bytes, value | NO_FD),
+      fds: [],
+      note: via === "back-end-fd"
+        ? "the back-end's own fd is used; QEMU is told no fd (the proxy copies)"
+        : `streaming ${t.direction} through the proxy pipe`,
+    };
+  }
+
+  #copyDone(t: Transfer, result: CopyResult, dump: string | undefined): void {
+    t.outcome = { ok: result.ok, error: result.error };
+    const record: TransferEndRecord = {
+      type: "device-state",
+      event: "transfer-end",
+      ts: timestamp(),
+      session: this.#s.id,
+      direction: t.direction,
+      ok: result.ok,
+      bytes: result.bytes,
+      bytesIn: result.bytesIn,
+      durationMs: round(result.durationMs),
+      throughputMiBps: round(result.bytes / (1 << 20) / Math.max(result.durationMs / 1000, 1e-6)),
+      sha256: result.sha256,
+    };
+    if (result.error) record.error = result.error;
+    if (dump) record.dump = dump;
+    if (result.blob) {
+      const summary = summarizeBlob(result.blob);
+      if (summary) record.state = summary;
+    }
+    if (this.#faults.specs.length > 0) record.faults = this.#faults.specs;
+    this.#emit(record);
+    this.#releaseHeld(t);
+  }
+
+  // ---- CHECK_DEVICE_STATE -------------------------------------------------------------------
+
+  #onCheck(from: Endpoint, message: Message, frame: Frame): Verdict {
+    const t = this.#transfer;
+    if (this.#mode === "emulate") {
+      // Never forwarded: a back-end without the feature may not even know the request.
+      if (!t) {
+        const none: Transfer = {
+          n: 0,
+          direction: "LOAD",
+          phase: 0,
+          outcome: { ok: false, error: "no SET_DEVICE_STATE_FD preceded it" },
+        };
+        this.#answerCheck(from, message, none);
+        return { action: "answered", note: "answered by the proxy (emulated device state)" };
+      }
+      if (t.outcome) {
+        this.#answerCheck(from, message, t);
+        return { action: "answered", note: "answered by the proxy (emulated device state)" };
+      }
+      t.heldEmulatedCheck = message;
+      return { action: "answered", note: "held until the emulated transfer ends" };
+    }
+    if (t && t.copy && !t.outcome) {
+      t.held = { from, message, bytes: frame.bytes.slice() };
+      return { action: "answered", note: "held until the state copy finishes" };
+    }
+    return FORWARD;
+  }
+
+  #releaseHeld(t: Transfer): void {
+    if (t.held) {
+      const h = t.held;
+      t.held = undefined;
+      this.#s.forward(h.from, h.message, h.bytes, [], {
+        message: h.message,
+        size: h.bytes.length,
+        warnings: [],
+        action: "released after the state copy finished",
+      });
+    }
+    if (t.heldEmulatedCheck) {
+      const m = t.heldEmulatedCheck;
+      t.heldEmulatedCheck = undefined;
+      this.#answerCheck(this.#s.front, m, t);
+    }
+  }
+
+  #onCheckReply(frame: Frame): Verdict {
+    const t = this.#transfer;
+    const backendResult = u64(frame.payload);
+    let result = backendResult;
+    const reasons: string[] = [];
+    if (t?.outcome && !t.outcome.ok) {
+      reasons.push(`the state transfer failed: ${t.outcome.error ?? "unknown error"}`);
+      if (result === 0n) result = 1n;
+    }
+    if (this.#faults.checkFail) {
+      reasons.push("fault check-fail");
+      if (result === 0n) result = 1n;
+    }
+    this.#emit({
+      type: "device-state",
+      event: "check",
+      ts: timestamp(),
+      session: this.#s.id,
+      direction: t?.direction,
+      backendResult: Number(backendResult),
+      result: Number(result),
+      reason: reasons.length > 0 ? reasons.join("; ") : undefined,
+    });
+    this.#transfer = undefined;
+    if (result === backendResult) return FORWARD;
+    return {
+      action: "forward",
+      bytes: withU64(frame.bytes, result),
+      note: `result changed from ${backendResult} to ${result} by the proxy`,
+    };
+  }
+
+  #answerCheck(to: Endpoint, request: Message, t: Transfer): void {
+    const reasons: string[] = [];
+    if (!t.outcome?.ok) reasons.push(t.outcome?.error ?? "no transfer happened");
+    if (this.#faults.checkFail) reasons.push("fault check-fail");
+    const result = reasons.length > 0 ? 1n : 0n;
+    this.#answer(to, request, result, "emulated CHECK_DEVICE_STATE");
+    this.#emit({
+      type: "device-state",
+      event: "check",
+      ts: timestamp(),
+      session: this.#s.id,
+      direction: t.direction,
+      result: Number(result),
+      reason: reasons.length > 0 ? reasons.join("; ") : "emulated by the proxy",
+    });
+    this.#transfer = undefined;
+  }
+
+  // ---- emulation ----------------------------------------------------------------------------
+
+  #startEmulated(t: Transfer): void {
+    const fd = t.qemuFd!;
+    t.qemuFd = undefined;
+    const started = performance.now();
+    this.#emit({
+      type: "device-state",
+      event: "transfer-start",
+      ts: timestamp(),
+      session: this.#s.id,
+      direction: t.direction,
+      phase: t.phase,
+      via: "emulated",
+      mode: "memory",
+    });
+    const done = (ok: boolean, blob: Uint8Array, bytes: number, error?: string) => {
+      const result: CopyResult = {
+        ok,
+        mode: "copy",
+        bytes,
+        bytesIn: bytes,
+        durationMs: performance.now() - started,
+        sha256: sha256Hex(blob),
+        blob,
+      };
+      if (error) result.error = error;
+      const dump = this.#dumpPath(t);
+      if (dump) Deno.writeFileSync(dump, blob);
+      this.#copyDone(t, result, dump);
+    };
+    if (t.direction === "SAVE") {
+      let blob: Uint8Array;
+      try {
+        blob = encodeEmulatedState(this.#meta(), this.#runSaveCommand());
+      } catch (e) {
+        fd.close();
+        done(false, new Uint8Array(0), 0, e instanceof Error ? e.message : String(e));
+        return;
+      }
+      if (this.#faults.corrupt) blob[Math.min(1, blob.length - 1)] ^= 0xff;
+      if (this.#faults.truncateAt !== undefined) blob = blob.subarray(0, this.#faults.truncateAt);
+      t.io = new BlobWriter(this.#s.reactor, fd, blob, (o) => {
+        if (o.ok) {
+          done(
+            this.#faults.truncateAt === undefined,
+            blob,
+            blob.length,
+            this.#faults.truncateAt === undefined ? undefined : "cut short (fault state-truncate)",
+          );
+        } else done(false, blob, o.bytes, o.error);
+      });
+      return;
+    }
+    t.io = new BlobReader(this.#s.reactor, fd, EMULATED_LIMIT, (o) => {
+      if (!o.ok) {
+        done(false, new Uint8Array(0), o.bytes, o.error);
+        return;
+      }
+      const problem = this.#verifyLoad(o.blob);
+      done(problem === undefined, o.blob, o.blob.length, problem);
+    });
+  }
+
+  #meta(): EmulatedMeta {
+    const front = this.#s.frontView;
+    const toUpstream = (bits: bigint, dialect: "upstream" | "rfc2023") =>
+      dialect === "upstream" ? bits : translateProtocolFeatures(bits, dialect, "upstream").bits;
+    const meta: EmulatedMeta = {
+      producer: "vhost-user-proxy",
+      createdAt: timestamp(),
+      virtioFeatures: hex(front.virtio),
+      protocolFeatures: hex(toUpstream(front.protocol, this.#s.options.frontDialect)),
+      backendVirtioFeatures: hex(this.#offeredVirtio),
+      backendProtocolFeatures: hex(toUpstream(this.#offeredProtocol, this.#s.options.backDialect)),
+      vrings: [...this.#vrings.entries()].sort((a, b) => a[0] - b[0]).map(([index, v]) => ({
+        index,
+        ...v,
+      })),
+    };
+    if (this.#queueNum !== undefined) meta.queueNum = this.#queueNum;
+    if (this.#configHex !== undefined) meta.config = this.#configHex;
+    return meta;
+  }
+
+  /** Checks an emulated LOAD: integrity, then that this back-end offers what the source used. */
+  #verifyLoad(blob: Uint8Array): string | undefined {
+    const decoded = decodeEmulatedState(blob);
+    if (!decoded.ok) return `the proxy state cannot be loaded: ${decoded.error}`;
+    const meta = decoded.state.meta;
+    const ds = protocolFeatureMask("DEVICE_STATE");
+    const offeredProtocol = this.#s.options.backDialect === "upstream"
+      ? this.#offeredProtocol
+      : translateProtocolFeatures(this.#offeredProtocol, this.#s.options.backDialect, "upstream")
+        .bits;
+    const missingVirtio = BigInt(meta.virtioFeatures) &
+      ~(this.#offeredVirtio | PROTOCOL_FEATURES_BIT);
+    const missingProtocol = BigInt(meta.protocolFeatures) & ~(offeredProtocol | ds);
+    const problems: string[] = [];
+    if (missingVirtio !== 0n) {
+      problems.push(`virtio features ${describeVirtioFeatures(missingVirtio).join(", ")}`);
+    }
+    if (missingProtocol !== 0n) {
+      problems.push(`protocol features ${describeProtocolFeatures(missingProtocol).join(", ")}`);
+    }
+    if (problems.length > 0) {
+      return `the destination back-end does not offer what the source negotiated: ${
+        problems.join("; ")
+      }`;
+    }
+    if (this.#config.loadCmd) {
+      const r = runWithInput(this.#config.loadCmd, decoded.state.user);
+      if (!r.ok) return `--state-load-cmd failed: ${r.error}`;
+    }
+    return undefined;
+  }
+
+  #runSaveCommand(): Uint8Array {
+    if (!this.#config.saveCmd) return new Uint8Array(0);
+    // Synchronous on purpose: the VM is stopped during SAVE and the command is the user's state.
+    const out = new Deno.Command("/bin/sh", { args: ["-c", this.#config.saveCmd], stderr: "piped" })
+      .outputSync();
+    if (!out.success) {
+      const err = new TextDecoder().decode(out.stderr).trim();
+      throw new Error(`--state-save-cmd exited with ${out.code}${err ? `: ${err}` : ""}`);
+    }
+    return out.stdout;
+  }
+
+  // ---- helpers ------------------------------------------------------------------------------
+
+  /** Sends the front-end a reply the proxy made, with a u64 payload. */
+  #answer(to: Endpoint, request: Message, value: bigint, note: string): void {
+    const payload = request.name === "SET_DEVICE_STATE_FD"
+      ? {
+        layout: "device_state_result" as const,
+        error: Number(value & 0xffn),
+        noFd: (value & NO_FD) !== 0n,
+        reserved: value >> 9n,
+      }
+      : { layout: "result" as const, value };
+    const reply = createMessage({
+      channel: "main",
+      sender: "back-end",
+      dialect: this.#s.options.frontDialect,
+      request: request.code,
+      payload,
+    });
+    this.#s.inject(to, reply, encodeMessage(reply), [], note);
+  }
+
+  #dumpPath(t: Transfer): string | undefined {
+    const dir = this.#config.dumpDir;
+    if (!dir) return undefined;
+    Deno.mkdirSync(dir, { recursive: true });
+    return `${dir}/session-${this.#s.id}-${t.direction.toLowerCase()}-${t.n}.bin`;
+  }
+
+  #end(t: Transfer, reason: string): void {
+    t.copy?.cancel(reason);
+    t.io?.cancel(reason);
+    t.qemuFd?.close();
+    t.proxyEnd?.close();
+    if (!t.outcome) t.outcome = { ok: false, error: reason };
+    this.#note(`${t.direction} transfer ended: ${reason}`);
+  }
+
+  #note(message: string): void {
+    this.#emit({
+      type: "device-state",
+      event: "note",
+      ts: timestamp(),
+      session: this.#s.id,
+      message,
+    });
+  }
+
+  #emit(r: DeviceStateRecord): void {
+    this.#s.emit(r);
+  }
+
+  close(): void {
+    const t = this.#transfer;
+    if (t && !t.outcome) this.#end(t, "the session ended");
+    else if (t) {
+      t.qemuFd?.close();
+      t.proxyEnd?.close();
+    }
+    this.#transfer = undefined;
+  }
+}
+
+function round(n: number): number {
+  return Math.round(n * 10) / 10;
+}
+
+function sha256Hex(bytes: Uint8Array): string {
+  return createHash("sha256").update(bytes).digest("hex");
+}
+
+/** A decoded summary of a blob in a known format, for the log and `state show`. */
+export function summarizeBlob(blob: Uint8Array): Record<string, unknown> | undefined {
+  if (isEmulatedState(blob)) {
+    const d = decodeEmulatedState(blob);
+    if (!d.ok) return { format: "vhost-user-proxy", error: d.error };
+    return {
+      format: "vhost-user-proxy",
+      version: d.state.version,
+      ...d.state.meta,
+      virtioFeatureNames: describeVirtioFeatures(BigInt(d.state.meta.virtioFeatures)),
+      protocolFeatureNames: describeProtocolFeatures(BigInt(d.state.meta.protocolFeatures)),
+      userBytes: d.state.user.length,
+    };
+  }
+  const v = decodeVirtiofsdState(blob);
+  if (v.ok) return { ...summarizeVirtiofsdState(v.state) };
+  return undefined;
+}
+
+/**
+ * Validation for `--state-buffer`: formats the proxy knows are checked strictly (the proxy's own
+ * state by checksum, virtiofsd's postcard blob by a full decode, recognised by its leading
+ * version variant 0 or 1); other formats cannot be checked and pass.
+ */
+export function validateBlob(blob: Uint8Array): string | undefined {
+  if (isEmulatedState(blob)) {
+    const d = decodeEmulatedState(blob);
+    return d.ok ? undefined : d.error;
+  }
+  if (blob.length > 0 && blob[0] <= 1) {
+    const v = decodeVirtiofsdState(blob);
+    return v.ok ? undefined : `not a valid virtiofsd state: ${v.error}`;
+  }
+  return undefined;
+}
+
+function runWithInput(cmd: string, input: Uint8Array): { ok: true } | { ok: false; error: string } {
+  const file = Deno.makeTempFileSync({ prefix: "vup-state-" });
+  try {
+    Deno.writeFileSync(file, input);
+    const out = new Deno.Command("/bin/sh", {
+      args: ["-c", `exec <"$VUP_STATE_FILE"; ${cmd}`],
+      env: { VUP_STATE_FILE: file },
+      stderr: "piped",
+      stdout: "null",
+    }).outputSync();
+    if (out.success) return { ok: true };
+    const err = new TextDecoder().decode(out.stderr).trim();
+    return { ok: false, error: `exit ${out.code}${err ? `: ${err}` : ""}` };
+  } finally {
+    Deno.removeSync(file);
+  }
+}

@@ -28,7 +28,11 @@ export type CopyMode = "splice" | "copy" | "buffer";
 
 /** Faults injected into the stream (see `--fault`). */
 export interface StreamFaults {
-  /** Flip bytes (every 4096th, from offset 0) so that any parser rejects the blob. */
+  /**
+   * Flip bytes (every 4096th, from stream offset 1) so that a parser rejects the blob. Offset 1
+   * rather than 0 keeps a format's leading tag intact (virtiofsd's version variant), so the
+   * blob is still recognised, and then found corrupt, by whoever validates it.
+   */
   corrupt?: boolean;
   /** Deliver only this many bytes, then close both ends. */
   truncateAt?: number;
@@ -315,7 +319,7 @@ export class StateCopy {
       this.#truncated = true;
     }
     if (f.corrupt) {
-      for (let off = (4096 - (at % 4096)) % 4096; off < keep; off += 4096) {
+      for (let off = (4097 - (at % 4096)) % 4096; off < keep; off += 4096) {
         buf[off] ^= 0xff;
         this.#corrupted = true;
       }
