@@ -12,12 +12,16 @@ import { fanOut, humanSink, jsonLinesSink, type Sink } from "./proxy/log_sink.ts
 import { startProxy } from "./proxy/server.ts";
 import { parseFaults } from "./proxy/faults.ts";
 import { stateShow } from "./proxy/state_show.ts";
+import { diffLogs, formatSummary, readLog, showLog, summarizeLog } from "./proxy/log_tools.ts";
 
 const USAGE = `vhost-user-proxy: a vhost-user man-in-the-middle that relays, decodes and logs
 
 Usage:
   vhost-user-proxy run --listen <front.sock> --backend <back.sock> [options]
   vhost-user-proxy state show <file> [--json]   decode a dumped device-state blob
+  vhost-user-proxy log show <file.jsonl> [--session N] [--name REQ] [--channel main|backend] [--problems]
+  vhost-user-proxy log summary <file.jsonl> [--json]   counts, reply latencies, transfers, problems
+  vhost-user-proxy log diff <a.jsonl> <b.jsonl> [--session-a N] [--session-b N]   where two runs part ways
 
 run options:
   --listen <path>          socket QEMU connects to (created 0600; a stale file is replaced)
@@ -155,6 +159,71 @@ function stateCommand(args: string[]): number {
   return stateShow(positionals[0], { json: values.json });
 }
 
+function logCommand(args: string[]): number {
+  const [verb, ...rest] = args;
+  const { values, positionals } = parseArgs({
+    args: rest,
+    strict: true,
+    allowPositionals: true,
+    options: {
+      session: { type: "string" },
+      name: { type: "string" },
+      channel: { type: "string" },
+      problems: { type: "boolean", default: false },
+      json: { type: "boolean", default: false },
+      "session-a": { type: "string" },
+      "session-b": { type: "string" },
+    },
+  });
+  const load = (path: string) => {
+    const { records, problems } = readLog(path);
+    for (const p of problems) console.error(`vhost-user-proxy: ${path}: ${p}`);
+    return records;
+  };
+  const num = (v: string | undefined, flag: string) =>
+    v === undefined ? undefined : intOf(v, flag, 0);
+  switch (verb) {
+    case "show": {
+      if (positionals.length !== 1) throw new UsageError("log show needs exactly one <file.jsonl>");
+      const lines = showLog(load(positionals[0]), {
+        session: num(values.session, "--session"),
+        name: values.name,
+        channel: values.channel,
+        problemsOnly: values.problems,
+      });
+      for (const l of lines) console.log(l);
+      return 0;
+    }
+    case "summary": {
+      if (positionals.length !== 1) {
+        throw new UsageError("log summary needs exactly one <file.jsonl>");
+      }
+      const s = summarizeLog(load(positionals[0]));
+      if (values.json) console.log(JSON.stringify(s, null, 2));
+      else for (const l of formatSummary(s)) console.log(l);
+      return s.errors.length > 0 ? 1 : 0;
+    }
+    case "diff": {
+      if (positionals.length !== 2) throw new UsageError("log diff needs <a.jsonl> <b.jsonl>");
+      const d = diffLogs(load(positionals[0]), load(positionals[1]), {
+        sessionA: num(values["session-a"], "--session-a"),
+        sessionB: num(values["session-b"], "--session-b"),
+      });
+      if (values.json) console.log(JSON.stringify(d, null, 2));
+      else if (d.same) console.log(`same conversation: ${d.leftMessages} messages`);
+      else {
+        console.log(`conversations differ at message ${d.firstDifference! + 1}:`);
+        console.log(`  ${positionals[0]}: ${d.left}`);
+        console.log(`  ${positionals[1]}: ${d.right}`);
+        for (const c of d.counts) console.log(`  ${c.signature}: ${c.left} vs ${c.right}`);
+      }
+      return d.same ? 0 : 1;
+    }
+    default:
+      throw new UsageError(`unknown log subcommand "${verb ?? ""}": show, summary or diff`);
+  }
+}
+
 /** Runs the CLI with `args`; returns the exit code. */
 export async function main(args: string[]): Promise<number> {
   const [sub, ...rest] = args;
@@ -164,6 +233,8 @@ export async function main(args: string[]): Promise<number> {
         return await runCommand(rest);
       case "state":
         return stateCommand(rest);
+      case "log":
+        return logCommand(rest);
       case undefined:
       case "help":
       case "--help":

@@ -1,0 +1,113 @@
+import assert from "node:assert/strict";
+import type { LogRecord, MessageRecord } from "../../proxy/log_record.ts";
+import { diffLogs, formatSummary, summarizeLog } from "../../proxy/log_tools.ts";
+
+function msg(
+  name: string,
+  kind: "request" | "reply",
+  extra: Partial<MessageRecord> = {},
+): MessageRecord {
+  return {
+    type: "message",
+    ts: "2026-11-25T00:00:00.000Z",
+    session: 1,
+    channel: "main",
+    from: kind === "request" ? "front-end" : "back-end",
+    kind,
+    code: 1,
+    name,
+    flags: kind === "request" ? "0x1" : "0x5",
+    flagNames: [],
+    size: 0,
+    layout: "empty",
+    payload: {},
+    summary: "",
+    fds: [],
+    ...extra,
+  };
+}
+
+const run: LogRecord[] = [
+  { type: "session-start", ts: "t", session: 1, frontEnd: null, backend: "b" },
+  msg("GET_FEATURES", "request"),
+  msg("GET_FEATURES", "reply", { latencyUs: 100 }),
+  msg("SET_VRING_CALL", "request", { fds: [{ kind: "eventfd" }] }),
+  msg("GET_VRING_BASE", "request"),
+  msg("GET_VRING_BASE", "reply", { latencyUs: 900 }),
+  {
+    type: "session-end",
+    ts: "t",
+    session: 1,
+    reason: "front-end closed the main channel",
+    closedBy: "front-end",
+    inFlight: [],
+    summary: {
+      durationMs: 1,
+      messages: 5,
+      bytes: 0,
+      fdsRelayed: 1,
+      byName: {},
+      errors: 0,
+      warnings: 0,
+    },
+  },
+];
+
+Deno.test("log summary counts requests, replies, fds and reply latencies per name", () => {
+  const s = summarizeLog(run);
+  assert.equal(s.sessions, 1);
+  assert.equal(s.messages, 5);
+  assert.equal(s.fds, 1);
+  const vb = s.byName.find((r) => r.name === "GET_VRING_BASE")!;
+  assert.deepEqual([vb.requests, vb.replies, vb.p50Us], [1, 1, 900]);
+  assert.ok(formatSummary(s).some((l) => l.includes("closed by front-end")));
+});
+
+Deno.test("log diff finds where two conversations part ways", () => {
+  assert.equal(diffLogs(run, run).same, true);
+  const other = run.filter((r) => !(r.type === "message" && r.name === "SET_VRING_CALL"));
+  const d = diffLogs(run, other);
+  assert.equal(d.same, false);
+  assert.equal(d.firstDifference, 2);
+  assert.match(d.left!, /SET_VRING_CALL/);
+  assert.deepEqual(d.counts, [{
+    signature: "main front-end SET_VRING_CALL fds=1",
+    left: 1,
+    right: 0,
+  }]);
+});
+
+Deno.test("CLI: log show renders a JSONL file and bad arguments are usage errors", async () => {
+  const dir = Deno.makeTempDirSync();
+  const file = `${dir}/run.jsonl`;
+  Deno.writeTextFileSync(file, run.map((r) => JSON.stringify(r)).join("\n") + "\n");
+  const cli = new URL("../../cli.ts", import.meta.url).pathname;
+  const show = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", cli, "log", "show", file],
+  }).output();
+  assert.equal(show.code, 0);
+  const text = new TextDecoder().decode(show.stdout);
+  assert.match(text, /GET_VRING_BASE reply \+900µs/);
+  const bad = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", cli, "run", "--listen", "x"],
+  }).output();
+  assert.equal(bad.code, 2);
+  assert.match(new TextDecoder().decode(bad.stderr), /run needs --backend/);
+  const fault = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      cli,
+      "run",
+      "--listen",
+      "x",
+      "--backend",
+      "y",
+      "--fault",
+      "state-truncate:abc",
+    ],
+  }).output();
+  assert.equal(fault.code, 2);
+  assert.match(new TextDecoder().decode(fault.stderr), /state-truncate:abc/);
+  Deno.removeSync(dir, { recursive: true });
+});
