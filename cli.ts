@@ -12,12 +12,16 @@ import { fanOut, humanSink, jsonLinesSink, type Sink } from "./proxy/log_sink.ts
 import { startProxy } from "./proxy/server.ts";
 import { parseFaults } from "./proxy/faults.ts";
 import { stateShow } from "./proxy/state_show.ts";
+import { runBackendWrapper } from "./proxy/backend_wrapper.ts";
 import { diffLogs, formatSummary, readLog, showLog, summarizeLog } from "./proxy/log_tools.ts";
 
 const USAGE = `vhost-user-proxy: a vhost-user man-in-the-middle that relays, decodes and logs
 
 Usage:
   vhost-user-proxy run --listen <front.sock> --backend <back.sock> [options]
+  vhost-user-proxy backend --backend-binary <prog> [options] -- <back-end arguments>
+      drop-in back-end program: takes --socket-path/--fd/--print-capabilities, starts <prog>
+      on a private socket with the other arguments, relays between QEMU and it
   vhost-user-proxy state show <file> [--json]   decode a dumped device-state blob
   vhost-user-proxy log show <file.jsonl> [--session N] [--name REQ] [--channel main|backend] [--problems]
   vhost-user-proxy log summary <file.jsonl> [--json]   counts, reply latencies, transfers, problems
@@ -64,30 +68,32 @@ function intOf(value: string | undefined, flag: string, fallback: number): numbe
   return n;
 }
 
-async function runCommand(args: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args,
-    strict: true,
-    options: {
-      listen: { type: "string" },
-      backend: { type: "string" },
-      log: { type: "string" },
-      quiet: { type: "boolean", default: false },
-      "socket-mode": { type: "string" },
-      "front-dialect": { type: "string" },
-      "back-dialect": { type: "string" },
-      "device-state": { type: "string" },
-      "state-dump": { type: "string" },
-      "state-buffer": { type: "boolean", default: false },
-      fault: { type: "string", multiple: true },
-      "stuck-after": { type: "string" },
-      "connect-timeout": { type: "string" },
-      "state-save-cmd": { type: "string" },
-      "state-load-cmd": { type: "string" },
-    },
-  });
-  if (!values.listen) throw new UsageError("run needs --listen <path>");
-  if (!values.backend) throw new UsageError("run needs --backend <path>");
+/** Options of the relay itself, shared by `run` and `backend`. */
+const ENGINE_OPTIONS = {
+  log: { type: "string" },
+  quiet: { type: "boolean", default: false },
+  "socket-mode": { type: "string" },
+  "front-dialect": { type: "string" },
+  "back-dialect": { type: "string" },
+  "device-state": { type: "string" },
+  "state-dump": { type: "string" },
+  "state-buffer": { type: "boolean", default: false },
+  fault: { type: "string", multiple: true },
+  "stuck-after": { type: "string" },
+  "connect-timeout": { type: "string" },
+  "state-save-cmd": { type: "string" },
+  "state-load-cmd": { type: "string" },
+} as const;
+
+type EngineValues = {
+  [K in keyof typeof ENGINE_OPTIONS]?: typeof ENGINE_OPTIONS[K] extends { multiple: true }
+    ? string[]
+    : typeof ENGINE_OPTIONS[K] extends { type: "boolean" } ? boolean
+    : string;
+};
+
+/** The engine settings and log sinks the shared options describe. */
+function engineFrom(values: EngineValues) {
   const mode = values["device-state"] ?? "relay";
   if (mode !== "relay" && mode !== "emulate" && mode !== "off") {
     throw new UsageError(`--device-state must be relay, emulate or off, not "${mode}"`);
@@ -116,9 +122,7 @@ async function runCommand(args: string[]): Promise<number> {
     sinks.push(j.sink);
     closers.push(j.close);
   }
-  const config: EngineConfig = {
-    listen: { path: values.listen, mode: socketMode },
-    backend: values.backend,
+  const engine: Omit<EngineConfig, "listen" | "backend"> = {
     frontDialect: dialectOf(values["front-dialect"], "--front-dialect"),
     backDialect: dialectOf(values["back-dialect"], "--back-dialect"),
     stuckAfterMs: intOf(values["stuck-after"], "--stuck-after", 5000),
@@ -126,7 +130,23 @@ async function runCommand(args: string[]): Promise<number> {
     logMessages: sinks.length > 0,
     deviceState,
   };
-  const sink = fanOut(...sinks);
+  return { engine, socketMode, sink: fanOut(...sinks), close: () => closers.forEach((c) => c()) };
+}
+
+async function runCommand(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    strict: true,
+    options: { listen: { type: "string" }, backend: { type: "string" }, ...ENGINE_OPTIONS },
+  });
+  if (!values.listen) throw new UsageError("run needs --listen <path>");
+  if (!values.backend) throw new UsageError("run needs --backend <path>");
+  const { engine, socketMode, sink, close } = engineFrom(values);
+  const config: EngineConfig = {
+    ...engine,
+    listen: { path: values.listen, mode: socketMode },
+    backend: values.backend,
+  };
   let proxy;
   try {
     proxy = await startProxy(config, sink);
@@ -140,8 +160,31 @@ async function runCommand(args: string[]): Promise<number> {
   await proxy.finished;
   Deno.removeSignalListener("SIGINT", stop);
   Deno.removeSignalListener("SIGTERM", stop);
-  for (const c of closers) c();
+  close();
   return 0;
+}
+
+/** `backend --backend-binary B [options] -- <back-end's own arguments>`: the drop-in mode. */
+async function backendCommand(args: string[]): Promise<number> {
+  const dash = args.indexOf("--");
+  const ours = dash < 0 ? args : args.slice(0, dash);
+  const theirs = dash < 0 ? [] : args.slice(dash + 1);
+  const { values } = parseArgs({
+    args: ours,
+    strict: true,
+    options: { "backend-binary": { type: "string" }, ...ENGINE_OPTIONS },
+  });
+  const binary = values["backend-binary"];
+  if (!binary) throw new UsageError("backend needs --backend-binary <path of the real back-end>");
+  const { engine, sink, close } = engineFrom(values);
+  try {
+    return await runBackendWrapper(theirs, { binary, engine, onRecord: sink });
+  } catch (e) {
+    if (e instanceof TypeError) throw new UsageError(e.message);
+    throw e;
+  } finally {
+    close();
+  }
 }
 
 function stateCommand(args: string[]): number {
@@ -233,6 +276,8 @@ export async function main(args: string[]): Promise<number> {
         return await runCommand(rest);
       case "state":
         return stateCommand(rest);
+      case "backend":
+        return await backendCommand(rest);
       case "log":
         return logCommand(rest);
       case undefined:

@@ -1,0 +1,149 @@
+/**
+ * The proxy as a drop-in vhost-user back-end program (QEMU's "Backend program conventions",
+ * as libvirt launches virtiofsd): it takes the back-end's own command line, keeps the socket
+ * options for itself, starts the real back-end on a private socket with every other argument
+ * unchanged, and relays between the two.
+ *
+ * - `--print-capabilities`: the real back-end's answer, passed through (with `migrate-precopy`
+ *   added when the proxy emulates device state, since migration then works through it);
+ * - `--socket-path=PATH` / `--socket PATH`: the proxy listens there;
+ * - `--fd=N`: an inherited, already listening socket (libvirt creates it), accepted on;
+ * - SIGTERM/SIGINT: forwarded to the back-end; both exit promptly. No daemonizing; stdout stays
+ *   the back-end's.
+ *
+ * @module
+ */
+
+import type { EngineConfig } from "./engine.ts";
+import type { LogRecord } from "./log_record.ts";
+import { startProxy } from "./server.ts";
+
+/** What the wrapper took from the back-end's command line. */
+export interface SplitArgs {
+  listen: { path: string } | { fd: number } | undefined;
+  printCapabilities: boolean;
+  /** Everything else, in order, for the real back-end. */
+  rest: string[];
+}
+
+/** Separates the socket options (the proxy's) from the back-end's own arguments. */
+export function splitBackendArgs(args: readonly string[]): SplitArgs {
+  const out: SplitArgs = { listen: undefined, printCapabilities: false, rest: [] };
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    const [flag, inline] = a.startsWith("--") && a.includes("=")
+      ? [a.slice(0, a.indexOf("=")), a.slice(a.indexOf("=") + 1)]
+      : [a, undefined];
+    const value = () => {
+      if (inline !== undefined) return inline;
+      const v = args[++i];
+      if (v === undefined) throw new TypeError(`${flag} needs a value`);
+      return v;
+    };
+    switch (flag) {
+      case "--socket-path":
+      case "--socket":
+        out.listen = { path: value() };
+        break;
+      case "--fd": {
+        const v = value();
+        const fd = Number(v);
+        if (!Number.isInteger(fd) || fd < 0) {
+          throw new TypeError(`--fd must be an fd number, not "${v}"`);
+        }
+        out.listen = { fd };
+        break;
+      }
+      case "--print-capabilities":
+        out.printCapabilities = true;
+        break;
+      default:
+        out.rest.push(a);
+    }
+  }
+  return out;
+}
+
+/** Options of the wrapper besides the back-end's command line. */
+export interface WrapperOptions {
+  /** The real back-end program. */
+  binary: string;
+  /** Engine settings; `listen` and `backend` are filled in by the wrapper. */
+  engine: Omit<EngineConfig, "listen" | "backend">;
+  onRecord: (r: LogRecord) => void;
+}
+
+/** Runs the real back-end behind the proxy; resolves to the exit code to use. */
+export async function runBackendWrapper(
+  args: readonly string[],
+  o: WrapperOptions,
+): Promise<number> {
+  const split = splitBackendArgs(args);
+  if (split.printCapabilities) return await printCapabilities(o.binary, o.engine.deviceState.mode);
+  if (split.listen === undefined) {
+    console.error("vhost-user-proxy: the back-end needs --socket-path=PATH or --fd=N");
+    return 1;
+  }
+  const dir = Deno.makeTempDirSync({ prefix: "vhost-user-proxy-" });
+  const privateSocket = `${dir}/backend.sock`;
+  const child = new Deno.Command(o.binary, {
+    args: [...split.rest, `--socket-path=${privateSocket}`],
+    stdin: "null",
+    stdout: "inherit",
+    stderr: "inherit",
+  }).spawn();
+  let proxy;
+  try {
+    proxy = await startProxy(
+      { ...o.engine, listen: split.listen, backend: privateSocket },
+      o.onRecord,
+    );
+  } catch (e) {
+    console.error(`vhost-user-proxy: ${e instanceof Error ? e.message : e}`);
+    child.kill("SIGTERM");
+    await child.status;
+    Deno.removeSync(dir, { recursive: true });
+    return 1;
+  }
+  let signalled = false;
+  const onSignal = () => {
+    signalled = true;
+    try {
+      child.kill("SIGTERM");
+    } catch {
+      // already gone
+    }
+  };
+  Deno.addSignalListener("SIGTERM", onSignal);
+  Deno.addSignalListener("SIGINT", onSignal);
+  // The back-end ends the run: virtiofsd serves one connection and exits when QEMU leaves.
+  const status = await child.status;
+  Deno.removeSignalListener("SIGTERM", onSignal);
+  Deno.removeSignalListener("SIGINT", onSignal);
+  await proxy.stop(signalled ? "signal received" : `the back-end exited (code ${status.code})`);
+  Deno.removeSync(dir, { recursive: true });
+  return signalled ? 0 : status.code;
+}
+
+async function printCapabilities(binary: string, mode: string): Promise<number> {
+  const out = await new Deno.Command(binary, { args: ["--print-capabilities"], stderr: "inherit" })
+    .output();
+  if (!out.success) return out.code;
+  const text = new TextDecoder().decode(out.stdout);
+  if (mode !== "emulate") {
+    await Deno.stdout.write(out.stdout);
+    return 0;
+  }
+  try {
+    const caps = JSON.parse(text);
+    const features: unknown[] = Array.isArray(caps.features) ? caps.features : [];
+    if (!features.includes("migrate-precopy")) features.push("migrate-precopy");
+    caps.features = features;
+    console.log(JSON.stringify(caps, null, 2));
+    return 0;
+  } catch {
+    // Not JSON we understand: pass it through untouched rather than invent capabilities.
+    await Deno.stdout.write(out.stdout);
+    return 0;
+  }
+}
