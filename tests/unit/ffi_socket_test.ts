@@ -178,3 +178,22 @@ Deno.test("no fd leak after 10,000 messages with an fd each", () => {
   closeAll([a, b, efd]);
   assert.equal(countOpenFds(), before);
 });
+
+Deno.test("epoll reports readiness of registered fds with the packed 12-byte event layout", async () => {
+  const { Epoll, EPOLLIN, EPOLLOUT } = await import("../../ffi/epoll.ts");
+  const ep = new Epoll();
+  const [a, b] = socketPair();
+  const efd = createEventFd();
+  ep.add(b.fd, EPOLLIN);
+  ep.add(efd.fd, EPOLLIN);
+  assert.deepEqual(ep.wait(0), []);
+  signalEventFd(efd);
+  sendWithFds(a.fd, new Uint8Array([1]), 0, 1);
+  const ready = ep.wait(100).sort((x, y) => x.fd - y.fd);
+  assert.deepEqual(ready.map((r) => r.fd), [b.fd, efd.fd].sort((x, y) => x - y));
+  ep.modify(b.fd, EPOLLIN | EPOLLOUT);
+  ep.remove(efd.fd);
+  assert.ok(ep.wait(0).every((r) => r.fd === b.fd));
+  ep.close();
+  closeAll([a, b, efd]);
+});
