@@ -135,7 +135,8 @@ export class StateCopy {
     this.#srcWatch = {
       fd: src.fd,
       interest: () => this.#srcInterest(),
-      onReady: (ev) => this.#step(ev),
+      // A hang-up on the writer's side is its end of stream, found by the read that returns 0.
+      onReady: () => this.#step(0),
     };
     this.#dstWatch = {
       fd: dst.fd,
@@ -197,7 +198,8 @@ export class StateCopy {
     return this.#pendingLen > 0 ? POLLOUT : 0;
   }
 
-  #step(revents: number): void {
+  /** Moves what it can; `readerRevents` are the poll events of the reader's end, if any. */
+  #step(readerRevents: number): void {
     if (this.#done) return;
     try {
       if (this.mode === "splice") this.#stepSplice();
@@ -210,7 +212,7 @@ export class StateCopy {
       }
       return;
     }
-    if (!this.#done && (revents & (POLLERR | POLLHUP)) && this.#dstInterest() !== 0) {
+    if (!this.#done && (readerRevents & (POLLERR | POLLHUP)) && this.#dstInterest() !== 0) {
       // The reader vanished while we hold bytes for it: nothing more can be delivered.
       this.#finish(`the reader closed its end after ${this.#bytesOut} bytes`);
     }

@@ -324,3 +324,45 @@ Deno.test("rfc2023 back-end: SET_DEVICE_STATE_FD travels as 41, F_MIGRATORY_STAT
     assert.equal(r.front.expect().request, 43);
   });
 });
+
+Deno.test("--state-buffer refuses a corrupt virtiofsd LOAD before the back-end sees a byte; a valid one passes", async () => {
+  const { encodeVirtiofsdState } = await import("../../proxy/virtiofsd_state.ts");
+  const good = encodeVirtiofsdState({
+    version: 2,
+    inodes: [{ id: 1n, refcount: 1n, location: { kind: "root" } }],
+    nextInode: 2n,
+    handles: [],
+    nextHandle: 0n,
+    negotiatedOpts: {
+      writeback: false,
+      announceSubmounts: false,
+      posixAcl: false,
+      supGroupExtension: false,
+    },
+    mountPaths: new Map(),
+  });
+  const bad = good.slice();
+  bad[1] ^= 0xff;
+  for (
+    const [label, blob, delivered, checkResult] of [
+      ["valid", good, good.length, 0n],
+      ["corrupt", bad, 0, 1n],
+    ] as const
+  ) {
+    await withRig({ deviceState: { buffer: true } }, async (r) => {
+      const [qr, qw] = createPipe();
+      r.front.send({ request: SET_STATE, flags: REQ, payload: params(LOAD), fds: [qr] });
+      const req = r.back.expect();
+      r.back.send({ request: SET_STATE, flags: REPLY, payload: u64(0x100) });
+      r.front.expect();
+      const got = pump(qw, blob, req.fds[0]);
+      assert.equal(got.length, delivered, label);
+      assert.equal(check(r.front, r.back, 0n), checkResult, label);
+      await r.until((rs) => ends(rs).length > 0);
+      const end = ends(r.records)[0];
+      assert.equal(end.ok, checkResult === 0n, label);
+      if (label === "corrupt") assert.match(end.error ?? "", /refused before delivery/);
+      else assert.equal((end.state as { format?: string }).format, "virtiofsd");
+    });
+  }
+});
