@@ -26,6 +26,8 @@ export interface MessageRecord {
   channel: ChannelName;
   /** Sender of the message as it arrived at the proxy. */
   from: SenderSide;
+  /** The way it travelled, e.g. "front-end → back-end". */
+  direction: "front-end → back-end" | "back-end → front-end";
   kind: "request" | "reply";
   code: number;
   name: string;

@@ -543,6 +543,7 @@ export class Session implements EndpointOwner {
       session: this.id,
       channel: from.kind,
       from: from.peer,
+      direction: from.peer === "front-end" ? "front-end → back-end" : "back-end → front-end",
       kind: message.kind,
       code: message.code,
       name: message.name,

@@ -13,6 +13,7 @@ function msg(
     session: 1,
     channel: "main",
     from: kind === "request" ? "front-end" : "back-end",
+    direction: kind === "request" ? "front-end → back-end" : "back-end → front-end",
     kind,
     code: 1,
     name,
