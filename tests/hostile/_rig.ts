@@ -93,6 +93,7 @@ export class LogReader {
 
   close(): void {
     this.#file?.close();
+    this.#file = undefined;
   }
 }
 
@@ -115,6 +116,7 @@ export class ProxyProcess {
   #exit: Deno.CommandStatus | undefined;
   #stderr = "";
   #claimed = 0;
+  #stopped = false;
 
   private constructor(dir: string, options: ProxyOptions) {
     this.dir = dir;
@@ -167,7 +169,17 @@ export class ProxyProcess {
       } catch {
         // not yet
       }
-      if (ready) return p;
+      if (ready) {
+        // The CLI installs its signal handlers just after the socket appears (more fds): wait
+        // for the fd table to be still, so that fd baselines taken now are real.
+        let last = -1;
+        while (performance.now() < deadline) {
+          const n = p.fdCount();
+          if (n === last) return p;
+          last = n;
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      }
       if (p.#exit || performance.now() > deadline) {
         await p.stop();
         throw new Error(`The proxy did not start: ${p.#stderr}`);
@@ -280,8 +292,13 @@ export class ProxyProcess {
     }
   }
 
-  /** SIGTERM, bounded wait, SIGKILL if needed; removes the temp dir. Returns the exit code. */
+  /**
+   * SIGTERM, bounded wait, SIGKILL if needed; removes the temp dir. Returns the exit code.
+   * A second call only returns it again.
+   */
   async stop(): Promise<number | undefined> {
+    if (this.#stopped) return this.#exit?.code;
+    this.#stopped = true;
     if (!this.#exit) {
       try {
         this.child.kill("SIGTERM");
@@ -307,6 +324,7 @@ export class ProxyProcess {
     const code = this.#exit?.code;
     this.log.close();
     this.backend?.close();
+    this.backend = undefined;
     Deno.removeSync(this.dir, { recursive: true });
     return code;
   }
