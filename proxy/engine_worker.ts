@@ -59,6 +59,9 @@ async function main(): Promise<void> {
   }
   engine.reactor.add(wake);
   post({ type: "started" });
+  // The "listening" record must not wait for the first wake-up: supervisors wait for it.
+  post({ type: "records", records: batch });
+  batch = [];
   let stopping = false;
   while (!stopping) {
     engine.reactor.turn(-1);

@@ -16,7 +16,7 @@ function messageLine(r: MessageRecord): string {
   const chan = r.channel === "main" ? "" : " [backend-ch]";
   // Requests on the back-end channel flow back-end → front-end: the arrow shows the sender.
   const arrow = ARROW[r.from];
-  const who = r.from === "front-end" ? "QEMU" : "back";
+  const who = r.from === "front-end" ? "front" : "back";
   const kind = r.kind === "reply" ? " reply" : "";
   const flags = r.flagNames.includes("NEED_REPLY") ? " (need reply)" : "";
   const fds = r.fds.length > 0 ? ` fds=[${r.fds.map((f) => f.kind).join(",")}]` : "";
