@@ -6,17 +6,13 @@
 
 import type { DeviceStateRecord, LogRecord, MessageRecord } from "./log_record.ts";
 
-const ARROW = { "front-end": "→", "back-end": "←" } as const;
-
 function clock(ts: string): string {
   return ts.slice(11, 23);
 }
 
 function messageLine(r: MessageRecord): string {
   const chan = r.channel === "main" ? "" : " [backend-ch]";
-  // Requests on the back-end channel flow back-end → front-end: the arrow shows the sender.
-  const arrow = ARROW[r.from];
-  const who = r.from === "front-end" ? "front" : "back";
+  const way = r.from === "front-end" ? "front→back" : "back→front";
   const kind = r.kind === "reply" ? " reply" : "";
   const flags = r.flagNames.includes("NEED_REPLY") ? " (need reply)" : "";
   const fds = r.fds.length > 0 ? ` fds=[${r.fds.map((f) => f.kind).join(",")}]` : "";
@@ -26,7 +22,7 @@ function messageLine(r: MessageRecord): string {
   const warn = r.warnings?.length ? ` !${r.warnings.join("; ")}` : "";
   return `${
     clock(r.ts)
-  } s${r.session}${chan} ${arrow} ${who} ${r.name}${kind}${flags}${summary}${fds}${lat}${action}${warn}`;
+  } s${r.session}${chan} ${way} ${r.name}${kind}${flags}${summary}${fds}${lat}${action}${warn}`;
 }
 
 function formatLatency(us: number): string {
