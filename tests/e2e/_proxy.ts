@@ -6,7 +6,7 @@
  * @module
  */
 
-import { Child, readTextOrEmpty, socketExists, tail, waitFor } from "../harness/mod.ts";
+import { Child, readTextOrEmpty, tail, waitFor } from "../harness/mod.ts";
 import type {
   LogRecord,
   MessageRecord,
@@ -47,12 +47,6 @@ export class ProxyProcess implements AsyncDisposable {
   readonly stderrPath: string;
   readonly argv: string[];
   readonly child: Child;
-  /**
-   * Whether the "listening" record was in the log before anything connected. The proxy only
-   * hands records to its log writer after a poll wake-up, so today it is not (see
-   * relay_cli_test.ts); start-up then falls back to the socket file.
-   */
-  loggedListeningAtStart = false;
 
   constructor(init: {
     name: string;
@@ -217,7 +211,7 @@ export async function startProxyProcess(options: ProxyProcessOptions): Promise<P
     child,
   });
   try {
-    proxy.loggedListeningAtStart = await waitUntilListening(
+    await waitUntilListening(
       proxy,
       options.startTimeoutMs ?? 20_000,
     );
@@ -228,17 +222,10 @@ export async function startProxyProcess(options: ProxyProcessOptions): Promise<P
   return proxy;
 }
 
-/** Grace after the socket file appears: bind() creates it just before listen(). */
-const LISTEN_GRACE_MS = 300;
-
-/**
- * Waits for the "listening" record, or else for the socket file to have existed for
- * {@linkcode LISTEN_GRACE_MS}; returns whether the record was seen. Fails at once if the
- * proxy exits.
- */
-async function waitUntilListening(proxy: ProxyProcess, timeoutMs: number): Promise<boolean> {
-  let socketSeenAt: number | undefined;
-  return await waitFor(async () => {
+/** Waits for the "listening" record (written before anything connects); fails at once if the
+ * proxy exits. */
+async function waitUntilListening(proxy: ProxyProcess, timeoutMs: number): Promise<void> {
+  await waitFor(async () => {
     if (!proxy.running) {
       throw new Error(
         `${proxy.name} exited with code ${proxy.child.status?.code} before listening: ${
@@ -247,15 +234,11 @@ async function waitUntilListening(proxy: ProxyProcess, timeoutMs: number): Promi
       );
     }
     const listening = (await proxy.records()).find(isProxyEvent("listening"));
-    if (listening) {
-      if (listening.pid !== undefined && listening.pid !== proxy.pid) {
-        throw new Error(`${proxy.name} logs pid ${listening.pid}, but its pid is ${proxy.pid}`);
-      }
-      return true;
+    if (!listening) return undefined;
+    if (listening.pid !== undefined && listening.pid !== proxy.pid) {
+      throw new Error(`${proxy.name} logs pid ${listening.pid}, but its pid is ${proxy.pid}`);
     }
-    if (!await socketExists(proxy.listenPath)) return undefined;
-    socketSeenAt ??= Date.now();
-    return Date.now() - socketSeenAt >= LISTEN_GRACE_MS ? false : undefined;
+    return true;
   }, {
     what: `${proxy.name} to listen on ${proxy.listenPath}`,
     timeoutMs,
