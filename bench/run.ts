@@ -1,15 +1,17 @@
 // `deno task bench`: round-trip latency of direct, C-poll-relay and proxy paths, plus the
-// proxy's memory and CPU per message, checked against the target in ffi-notes §3.
+// proxy's memory and CPU per message, checked against the target in ffi-notes §3; then the
+// device-state sections (state.ts): state-stream throughput and migration downtime, proxy vs
+// direct. `--sections` picks a subset.
 //
 // BENCH_PROXY_BIN overrides the proxy launcher (default bin/vhost-user-proxy), e.g. to compare
 // two builds; it is called with the fixed CLI contract `run --listen S --backend B --quiet`.
 //
 // Exit codes: 0 all measured and target met (or not evaluated); 1 a path could not be
 // started or failed mid-run (e.g. the proxy is not built yet); 2 bad arguments;
-// 3 everything ran but the proxy missed the latency target.
+// 3 everything ran but the proxy missed a target (latency, state stream or downtime).
 
 import { type BenchOptions, parseArgs, type PathName, USAGE, UsageError } from "./lib/args.ts";
-import { buildHelpers } from "./lib/build.ts";
+import { buildHelpers, type HelperPaths } from "./lib/build.ts";
 import { Children, Interrupted } from "./lib/children.ts";
 import { measure } from "./lib/measure.ts";
 import { type Endpoint, PATH_LABELS, startPath } from "./lib/paths.ts";
@@ -17,24 +19,45 @@ import { clockTicksPerSecond } from "./lib/procfs.ts";
 import { latencyTable, memoryText, verdictText } from "./lib/report.ts";
 import { toJson, writeJson } from "./lib/results_json.ts";
 import { judge } from "./lib/verdict.ts";
+import { runStateSections, type StateSection } from "./state.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const OUT_DIR = `${ROOT}/out/bench`;
 
+const log = (line: string) => console.error(line);
+
 async function bench(opts: BenchOptions, children: Children, dir: string): Promise<number> {
-  const log = (line: string) => console.error(line);
   log("compiling C helpers…");
   const bins = await buildHelpers(`${OUT_DIR}/bin`);
+  const proxyBin = Deno.env.get("BENCH_PROXY_BIN") ?? `${ROOT}/bin/vhost-user-proxy`;
+  const codes: number[] = [];
+  if (opts.sections.includes("latency")) {
+    codes.push(await latencySection(opts, children, dir, bins, proxyBin));
+  }
+  if (opts.sections.some((s) => s !== "latency")) {
+    codes.push(
+      await runStateSections({ children, bins, dir, proxyBin, log }, {
+        sections: opts.sections.filter((s): s is StateSection => s !== "latency"),
+        mib: opts.stateMib,
+        streamRuns: opts.stateRuns,
+        downtimeRuns: opts.downtimeRuns,
+      }, `${OUT_DIR}/state.json`),
+    );
+  }
+  // A section that could not run outranks a missed target.
+  return codes.includes(1) ? 1 : codes.includes(3) ? 3 : 0;
+}
 
+async function latencySection(
+  opts: BenchOptions,
+  children: Children,
+  dir: string,
+  bins: HelperPaths,
+  proxyBin: string,
+): Promise<number> {
   const endpoints: Endpoint[] = [];
   const startFailures: Partial<Record<PathName, string>> = {};
-  const ctx = {
-    children,
-    bins,
-    dir,
-    proxyBin: Deno.env.get("BENCH_PROXY_BIN") ?? `${ROOT}/bin/vhost-user-proxy`,
-    fdBack: opts.fdBack,
-  };
+  const ctx = { children, bins, dir, proxyBin, fdBack: opts.fdBack };
   for (const name of opts.only) {
     log(`starting ${PATH_LABELS[name]}…`);
     try {

@@ -3,6 +3,10 @@
 export const PATH_NAMES = ["direct", "c", "proxy"] as const;
 export type PathName = typeof PATH_NAMES[number];
 
+/** What `deno task bench` measures: round-trip latency, then the device-state benches. */
+export const SECTION_NAMES = ["latency", "stream", "downtime"] as const;
+export type SectionName = typeof SECTION_NAMES[number];
+
 export interface BenchOptions {
   /** Timed round trips per run. */
   rounds: number;
@@ -16,6 +20,14 @@ export interface BenchOptions {
    * vhost-user (an ack carries no fd), so a protocol-checking proxy rejects it.
    */
   fdBack: boolean;
+  /** Sections to run, in canonical order. */
+  sections: SectionName[];
+  /** Size of the synthetic device state of the stream section. */
+  stateMib: number;
+  /** Transfers per path and direction in the stream section. */
+  stateRuns: number;
+  /** Migrations per path in the downtime section. */
+  downtimeRuns: number;
 }
 
 export const USAGE =
@@ -25,7 +37,12 @@ export const USAGE =
   --warmup W   untimed round trips before each run (default 2000)
   --only LIST  comma-separated subset of direct,c,proxy (default: all)
   --fd-back    the back-end returns the request's fd in its reply (ffi-notes §3.1 set-up; not
-               valid vhost-user, so the proxy rejects it: use with --only direct,c)`;
+               valid vhost-user, so the proxy rejects it: use with --only direct,c)
+  --sections LIST     comma-separated subset of latency,stream,downtime (default: all)
+  --state-mib N       synthetic device state size of the stream section (default 256)
+  --state-runs K      transfers per path and direction in the stream section (default 3)
+  --downtime-runs K   live migrations per path in the downtime section (default 3; needs
+                      QEMU, virtiofsd and the guest from scripts/setup_peers.sh)`;
 
 export class UsageError extends Error {}
 
@@ -49,6 +66,19 @@ function pathList(value: string | undefined): PathName[] {
   return PATH_NAMES.filter((p) => names.includes(p));
 }
 
+function sectionList(value: string | undefined): SectionName[] {
+  const names = (value ?? "").split(",").map((s) => s.trim()).filter((s) => s !== "");
+  if (names.length === 0) throw new UsageError("--sections needs a list such as latency,stream");
+  for (const n of names) {
+    if (!(SECTION_NAMES as readonly string[]).includes(n)) {
+      throw new UsageError(
+        `--sections: unknown section "${n}" (known: ${SECTION_NAMES.join(",")})`,
+      );
+    }
+  }
+  return SECTION_NAMES.filter((s) => names.includes(s));
+}
+
 /** Parses `--flag value` and `--flag=value`; throws UsageError (with "help" for --help). */
 export function parseArgs(argv: string[]): BenchOptions {
   const opts: BenchOptions = {
@@ -57,6 +87,10 @@ export function parseArgs(argv: string[]): BenchOptions {
     runs: 3,
     only: [...PATH_NAMES],
     fdBack: false,
+    sections: [...SECTION_NAMES],
+    stateMib: 256,
+    stateRuns: 3,
+    downtimeRuns: 3,
   };
   for (let i = 0; i < argv.length; i++) {
     const [flag, inline] = argv[i].split(/=(.*)/s, 2);
@@ -77,6 +111,18 @@ export function parseArgs(argv: string[]): BenchOptions {
       case "--fd-back":
         if (inline !== undefined) throw new UsageError("--fd-back takes no value");
         opts.fdBack = true;
+        break;
+      case "--sections":
+        opts.sections = sectionList(value());
+        break;
+      case "--state-mib":
+        opts.stateMib = positiveInt(flag, value());
+        break;
+      case "--state-runs":
+        opts.stateRuns = positiveInt(flag, value());
+        break;
+      case "--downtime-runs":
+        opts.downtimeRuns = positiveInt(flag, value());
         break;
       case "-h":
       case "--help":

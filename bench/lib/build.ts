@@ -1,7 +1,14 @@
 // Compiles the C helpers in bench/c at run time, so no binaries live in git and they always
 // match the sources next to them.
 
-export const HELPERS = ["echo_backend", "pingpong", "poll_relay", "state_stream"] as const;
+export const HELPERS = [
+  "echo_backend",
+  "pingpong",
+  "poll_relay",
+  "state_stream",
+  "state_backend",
+  "state_client",
+] as const;
 export type Helper = typeof HELPERS[number];
 export type HelperPaths = Record<Helper, string>;
 

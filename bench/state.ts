@@ -1,0 +1,340 @@
+// Device-state benches, the `deno task bench` sections after the latency table:
+//
+// stream   — one 256 MiB SET_DEVICE_STATE_FD transfer, SAVE and LOAD, between state_client
+//            (the QEMU side, c/state_client.c) and state_backend (a synthetic back-end with
+//            F_DEVICE_STATE, c/state_backend.c): directly, and through the proxy in relay mode,
+//            which interposes its own pipe and hashes every byte. Target: proxy ≥ 0.8× direct.
+//            A plain `state_stream write | state_stream read` pipe is printed as the ceiling.
+// downtime — live migrations of a real QEMU 10 guest with rust virtiofsd, directly and with a
+//            proxy on each side, alternating, each destination becoming the next source (one
+//            boot per path). Reports QEMU's own `downtime`; target: median proxy ≤ 1.05× direct.
+//
+// Runs interleave the paths so drift on the 2-vCPU VM hits both alike; medians are reported.
+
+import {
+  describeMigration,
+  MigrationRig,
+  type Side,
+  START_HOLDER,
+} from "../tests/e2e/_migration_rig.ts";
+import type { HelperPaths } from "./lib/build.ts";
+import { type Children, waitForSocket } from "./lib/children.ts";
+import { median } from "./lib/stats.ts";
+
+export const STATE_SECTIONS = ["stream", "downtime"] as const;
+export type StateSection = typeof STATE_SECTIONS[number];
+
+/** Options of the device-state sections. */
+export interface StateBenchOptions {
+  sections: StateSection[];
+  /** Size of the synthetic state. */
+  mib: number;
+  /** Transfers per path and direction. */
+  streamRuns: number;
+  /** Migrations per path. */
+  downtimeRuns: number;
+}
+
+export const STREAM_TARGET = 0.8;
+export const DOWNTIME_TARGET = 1.05;
+
+const HELPER_START_MS = 5_000;
+const PROXY_START_MS = 60_000;
+const TRANSFER_TIMEOUT_MS = 120_000;
+
+type Direction = "SAVE" | "LOAD";
+type StreamPath = "direct" | "proxy";
+
+/** One state_client run, as it prints it. */
+interface TransferRun {
+  direction: Direction;
+  bytes: number;
+  secs: number;
+  mib_s: number;
+  ok: boolean;
+  check: number;
+}
+
+/** Medians of the stream section. */
+export interface StreamResult {
+  mib: number;
+  runs: number;
+  /** `state_stream write | state_stream read`: the pipe alone, no vhost-user. */
+  pipeMiBps: number;
+  /** Median MiB/s per path and direction (whole transfer: SET_DEVICE_STATE_FD to CHECK). */
+  MiBps: Record<StreamPath, Record<Direction, number>>;
+  ratio: Record<Direction, number>;
+  pass: boolean;
+}
+
+/** Medians of the downtime section. */
+export interface DowntimeResult {
+  runs: number;
+  downtimeMs: Record<StreamPath, number[]>;
+  totalMs: Record<StreamPath, number[]>;
+  medianDowntimeMs: Record<StreamPath, number>;
+  medianTotalMs: Record<StreamPath, number>;
+  ratio: number;
+  pass: boolean;
+}
+
+export interface StreamContext {
+  children: Children;
+  bins: HelperPaths;
+  dir: string;
+  proxyBin: string;
+  log: (line: string) => void;
+}
+
+/** Starts a state_backend for `name` and returns its socket. */
+async function startStateBackend(ctx: StreamContext, name: string, mib: number): Promise<string> {
+  const socket = `${ctx.dir}/state-${name}-backend.sock`;
+  const child = ctx.children.start(`state_backend (${name})`, ctx.bins.state_backend, [
+    "--mib",
+    String(mib),
+    socket,
+  ]);
+  await waitForSocket(socket, child, HELPER_START_MS);
+  return socket;
+}
+
+async function transfer(
+  ctx: StreamContext,
+  socket: string,
+  direction: Direction,
+  mib: number,
+): Promise<TransferRun> {
+  const args = ["--mib", String(mib), ...(direction === "LOAD" ? ["--load"] : []), socket];
+  const out = await ctx.children.run(
+    "state_client",
+    ctx.bins.state_client,
+    args,
+    TRANSFER_TIMEOUT_MS,
+  );
+  const line = out.stdout.trim().split("\n").at(-1) ?? "";
+  if (out.timedOut) throw new Error(`state_client ${direction} timed out: ${out.stderr}`);
+  let run: TransferRun;
+  try {
+    run = JSON.parse(line) as TransferRun;
+  } catch {
+    throw new Error(`state_client ${direction} exited ${out.code}: ${out.stderr || line}`);
+  }
+  if (!run.ok) {
+    throw new Error(`state_client ${direction}: transfer failed ${line} ${out.stderr}`);
+  }
+  return run;
+}
+
+/** The bare pipe: how fast the kernel moves the pattern between two processes. */
+async function pipeCeiling(ctx: StreamContext, mib: number): Promise<number> {
+  const out = await ctx.children.run("state_stream pipe", "/bin/sh", [
+    "-c",
+    `"$0" write --mib ${mib} | "$0" read --mib ${mib}`,
+    ctx.bins.state_stream,
+  ], TRANSFER_TIMEOUT_MS);
+  const result = JSON.parse(out.stdout.trim()) as { ok: boolean; mib_s: number };
+  if (!result.ok) throw new Error(`state_stream pipe failed: ${out.stdout} ${out.stderr}`);
+  return result.mib_s;
+}
+
+/** The stream section: direct and proxied transfers, interleaved. */
+export async function streamBench(
+  ctx: StreamContext,
+  opts: StateBenchOptions,
+): Promise<StreamResult> {
+  const { mib, streamRuns } = opts;
+  const sockets: Record<StreamPath, string> = {
+    direct: await startStateBackend(ctx, "direct", mib),
+    proxy: "",
+  };
+  const proxyBackend = await startStateBackend(ctx, "proxy", mib);
+  sockets.proxy = `${ctx.dir}/state-proxy.sock`;
+  const proxy = ctx.children.start("vhost-user-proxy (state)", ctx.proxyBin, [
+    "run",
+    ...["--listen", sockets.proxy, "--backend", proxyBackend],
+    "--quiet",
+  ]);
+  await waitForSocket(sockets.proxy, proxy, PROXY_START_MS);
+
+  const pipeRuns: number[] = [];
+  const runs: Record<StreamPath, Record<Direction, number[]>> = {
+    direct: { SAVE: [], LOAD: [] },
+    proxy: { SAVE: [], LOAD: [] },
+  };
+  // One untimed transfer per path first: page faults, the proxy's first copy, caches.
+  for (const path of ["direct", "proxy"] as const) await transfer(ctx, sockets[path], "SAVE", mib);
+  for (let run = 1; run <= streamRuns; run++) {
+    ctx.log(`state stream run ${run}/${streamRuns}…`);
+    pipeRuns.push(await pipeCeiling(ctx, mib));
+    for (const path of ["direct", "proxy"] as const) {
+      for (const direction of ["SAVE", "LOAD"] as const) {
+        runs[path][direction].push((await transfer(ctx, sockets[path], direction, mib)).mib_s);
+      }
+    }
+  }
+  const MiBps = {
+    direct: { SAVE: median(runs.direct.SAVE), LOAD: median(runs.direct.LOAD) },
+    proxy: { SAVE: median(runs.proxy.SAVE), LOAD: median(runs.proxy.LOAD) },
+  };
+  const ratio = {
+    SAVE: MiBps.proxy.SAVE / MiBps.direct.SAVE,
+    LOAD: MiBps.proxy.LOAD / MiBps.direct.LOAD,
+  };
+  return {
+    mib,
+    runs: streamRuns,
+    pipeMiBps: median(pipeRuns),
+    MiBps,
+    ratio,
+    pass: ratio.SAVE >= STREAM_TARGET && ratio.LOAD >= STREAM_TARGET,
+  };
+}
+
+/** The downtime section: two migration chains, one direct and one through proxies. */
+export async function downtimeBench(
+  opts: StateBenchOptions,
+  log: (line: string) => void,
+): Promise<DowntimeResult> {
+  await using rig = await MigrationRig.create("bench-downtime");
+  const chains: Record<StreamPath, string[][]> = { direct: [], proxy: [[]] };
+  const spec = (path: StreamPath, hop: number, incoming: boolean) => ({
+    name: `${path}-${hop}`,
+    backend: "rust" as const,
+    proxies: chains[path],
+    incoming,
+    // Like the latency and stream sections: the bare relay (`--quiet`, no JSONL log).
+    proxyLog: false,
+  });
+  log("booting the direct and the proxied guest…");
+  const booted = await Promise.allSettled([
+    rig.startSide(spec("direct", 0, false)),
+    rig.startSide(spec("proxy", 0, false)),
+  ]);
+  const failed = booted.find((b): b is PromiseRejectedResult => b.status === "rejected");
+  if (failed) throw failed.reason;
+  const current = {
+    direct: (booted[0] as PromiseFulfilledResult<Side>).value,
+    proxy: (booted[1] as PromiseFulfilledResult<Side>).value,
+  };
+  // An open file gives virtiofsd a state with handles, as a real guest has.
+  for (const side of Object.values(current)) await side.vm.agent.check(START_HOLDER);
+
+  const downtimeMs: Record<StreamPath, number[]> = { direct: [], proxy: [] };
+  const totalMs: Record<StreamPath, number[]> = { direct: [], proxy: [] };
+  for (let run = 1; run <= opts.downtimeRuns; run++) {
+    // Alternate which path goes first, so neither always follows the other's clean-up.
+    const order: StreamPath[] = run % 2 ? ["direct", "proxy"] : ["proxy", "direct"];
+    for (const path of order) {
+      const src = current[path];
+      const dst = await rig.startSide(spec(path, run, true));
+      const result = await rig.migrate(src, dst);
+      if (result.status !== "completed" || result.downtimeMs === undefined) {
+        throw new Error(`${path} migration ${run} failed: ${describeMigration(result)}`);
+      }
+      log(`downtime ${path} run ${run}: ${result.downtimeMs} ms (total ${result.totalTimeMs} ms)`);
+      downtimeMs[path].push(result.downtimeMs);
+      totalMs[path].push(result.totalTimeMs ?? NaN);
+      await dst.vm.agent.waitReady({ timeoutMs: 30_000 });
+      await src.stop();
+      current[path] = dst;
+    }
+  }
+  const medianDowntimeMs = { direct: median(downtimeMs.direct), proxy: median(downtimeMs.proxy) };
+  const ratio = medianDowntimeMs.proxy / medianDowntimeMs.direct;
+  return {
+    runs: opts.downtimeRuns,
+    downtimeMs,
+    totalMs,
+    medianDowntimeMs,
+    medianTotalMs: { direct: median(totalMs.direct), proxy: median(totalMs.proxy) },
+    ratio,
+    pass: ratio <= DOWNTIME_TARGET,
+  };
+}
+
+const fixed = (v: number, digits = 1) => (Number.isFinite(v) ? v.toFixed(digits) : "–");
+
+/** The stream section's lines. */
+export function streamText(r: StreamResult): string {
+  const line = (path: StreamPath) =>
+    `  ${path.padEnd(7)} SAVE ${fixed(r.MiBps[path].SAVE).padStart(8)} MiB/s   ` +
+    `LOAD ${fixed(r.MiBps[path].LOAD).padStart(8)} MiB/s`;
+  return [
+    `device-state stream: ${r.mib} MiB, median of ${r.runs} runs ` +
+    `(SET_DEVICE_STATE_FD → EOF → CHECK reply)`,
+    line("direct"),
+    line("proxy"),
+    `  (bare pipe, no vhost-user: ${fixed(r.pipeMiBps)} MiB/s)`,
+    `  ratio proxy/direct: SAVE ${fixed(r.ratio.SAVE, 2)}×  LOAD ${fixed(r.ratio.LOAD, 2)}×  ` +
+    `(target ≥ ${STREAM_TARGET}×): ${r.pass ? "PASS" : "MISSED"}`,
+  ].join("\n");
+}
+
+/** The downtime section's lines. */
+export function downtimeText(r: DowntimeResult): string {
+  const line = (path: StreamPath) =>
+    `  ${path.padEnd(7)} downtime median ${fixed(r.medianDowntimeMs[path], 0).padStart(5)} ms ` +
+    `[${r.downtimeMs[path].join(", ")}]   total median ${fixed(r.medianTotalMs[path], 0)} ms`;
+  return [
+    `migration downtime (QEMU 10 + rust virtiofsd, TCG), ${r.runs} migrations per path`,
+    line("direct"),
+    line("proxy"),
+    `  ratio proxy/direct: ${fixed(r.ratio, 2)}×  (target ≤ ${DOWNTIME_TARGET}×): ` +
+    `${r.pass ? "PASS" : "MISSED"}`,
+  ].join("\n");
+}
+
+/** What `out/bench/state.json` holds. */
+export interface StateBenchJson {
+  schema: 1;
+  date: string;
+  options: StateBenchOptions;
+  stream?: StreamResult;
+  downtime?: DowntimeResult;
+  failures: Partial<Record<StateSection, string>>;
+}
+
+/**
+ * Runs the selected device-state sections, prints them, writes `jsonPath`, and returns the
+ * bench exit code: 1 if a section could not run, 3 if a target was missed, else 0.
+ */
+export async function runStateSections(
+  ctx: StreamContext,
+  opts: StateBenchOptions,
+  jsonPath: string,
+): Promise<number> {
+  const json: StateBenchJson = {
+    schema: 1,
+    date: new Date().toISOString(),
+    options: opts,
+    failures: {},
+  };
+  if (opts.sections.includes("stream")) {
+    ctx.log("device-state stream bench…");
+    try {
+      json.stream = await streamBench(ctx, opts);
+      console.log(`\n${streamText(json.stream)}`);
+    } catch (e) {
+      if (ctx.children.closed) throw e;
+      json.failures.stream = (e as Error).message;
+      console.log(`\nDEVICE-STATE STREAM FAILED: ${json.failures.stream}`);
+    }
+  }
+  if (opts.sections.includes("downtime")) {
+    ctx.log("migration downtime bench (real QEMU + virtiofsd)…");
+    try {
+      json.downtime = await downtimeBench(opts, ctx.log);
+      console.log(`\n${downtimeText(json.downtime)}`);
+    } catch (e) {
+      if (ctx.children.closed) throw e;
+      json.failures.downtime = (e as Error).message;
+      console.log(`\nMIGRATION DOWNTIME FAILED: ${json.failures.downtime}`);
+    }
+  }
+  await Deno.mkdir(jsonPath.replace(/\/[^/]*$/, ""), { recursive: true });
+  await Deno.writeTextFile(jsonPath, JSON.stringify(json, null, 2) + "\n");
+  console.log(`\ndevice-state results written to ${jsonPath}`);
+  if (Object.keys(json.failures).length > 0) return 1;
+  const missed = json.stream?.pass === false || json.downtime?.pass === false;
+  return missed ? 3 : 0;
+}
