@@ -137,7 +137,8 @@ class DeviceStateHandler implements DeviceStateHooks {
       case "SET_VRING_NUM":
       case "SET_VRING_BASE":
       case "GET_VRING_BASE":
-        if (!isReply && message.name === "GET_VRING_BASE") return FORWARD;
+        // Ring state is in SET requests and in GET_VRING_BASE's reply; acks are plain u64s.
+        if (isReply !== (message.name === "GET_VRING_BASE")) return FORWARD;
         if (p.length >= 8) {
           const v = new DataView(p.buffer, p.byteOffset, 8);
           const index = v.getUint32(0, true);

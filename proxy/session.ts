@@ -117,6 +117,8 @@ export class Session implements EndpointOwner {
   #connectDeadline = 0;
   #connectTimer: Timer | undefined;
   #stuckTimer: Timer | undefined;
+  /** While device-state hooks run: records of the answers they inject, logged afterwards. */
+  #deferInjected: [Endpoint, PendingRecord][] | undefined;
   readonly deviceState: DeviceStateHooks | undefined;
 
   constructor(
@@ -305,18 +307,33 @@ export class Session implements EndpointOwner {
     // The sender's own view of the features comes from what it sent, before any rewriting.
     this.#trackFeatures(message, frame.payload, fromFront, isReply);
 
-    const record: PendingRecord = { message, size: frame.bytes.length, warnings, latencyUs };
+    // The record shows the fds as they arrived, before the hooks or interposition swap them.
+    const record: PendingRecord = {
+      message,
+      size: frame.bytes.length,
+      warnings,
+      latencyUs,
+      fds: this.options.logMessages ? frame.fds.map((f) => ({ kind: fdKind(f.fd) })) : [],
+    };
     let verdict: Verdict = { action: "forward" };
-    if (this.deviceState) verdict = this.deviceState.intercept(from, message, frame);
-    if (verdict.action === "answered") {
-      // The proxy took the message (answered it, or holds it to relay later).
+    if (this.deviceState) {
+      // Answers the hooks inject are logged after the message they answer.
+      const deferred: [Endpoint, PendingRecord][] = [];
+      this.#deferInjected = deferred;
+      try {
+        verdict = this.deviceState.intercept(from, message, frame);
+      } finally {
+        this.#deferInjected = undefined;
+      }
       record.action = verdict.note;
-      record.fds = frame.fds.map(() => ({ kind: "held" }));
-      this.#record(from, record);
+      if (verdict.action === "answered") this.#record(from, record);
+      else {
+        this.forward(from, message, verdict.bytes ?? frame.bytes, verdict.fds ?? frame.fds, record);
+      }
+      for (const [ep, r] of deferred) this.#record(ep, r);
       return;
     }
-    record.action = verdict.note;
-    this.forward(from, message, verdict.bytes ?? frame.bytes, verdict.fds ?? frame.fds, record);
+    this.forward(from, message, frame.bytes, frame.fds, record);
   }
 
   /** Updates the feature views from a SET_FEATURES / POSTCOPY request as its sender meant it. */
@@ -328,7 +345,8 @@ export class Session implements EndpointOwner {
   ): void {
     switch (message.name) {
       case "SET_FEATURES":
-        this.frontView.virtio = this.backView.virtio = readU64(payload);
+        // Its REPLY_ACK ack is a u64 too: only the request carries features.
+        if (!isReply) this.frontView.virtio = this.backView.virtio = readU64(payload);
         break;
       case "SET_PROTOCOL_FEATURES":
         if (fromFront) this.frontView.protocol = readU64(payload);
@@ -391,7 +409,7 @@ export class Session implements EndpointOwner {
 
     const view = fromFront ? this.frontView : this.backView;
     const expectsReply = !isReply && replyExpected(message, view);
-    record.fds = this.options.logMessages ? fds.map((f) => ({ kind: fdKind(f.fd) })) : [];
+    record.fds ??= this.options.logMessages ? fds.map((f) => ({ kind: fdKind(f.fd) })) : [];
     const fdCount = fds.length;
     try {
       to.channel.send(bytes, fds);
@@ -421,14 +439,16 @@ export class Session implements EndpointOwner {
       return;
     }
     const from = to.target ?? to;
-    this.#record(from, {
+    const record: PendingRecord = {
       message,
       size: bytes.length,
       warnings: [],
       action: note,
       fds: kinds,
       injected: true,
-    });
+    };
+    if (this.#deferInjected) this.#deferInjected.push([from, record]);
+    else this.#record(from, record);
   }
 
   /** Remembers that `to`'s peer owes a reply, and makes sure the stuck-reply check is armed. */

@@ -65,6 +65,7 @@ export interface CopyResult {
   bytes: number;
   /** Bytes taken from the writer (differs from `bytes` when truncated or refused). */
   bytesIn: number;
+  /** From the start of the transfer (an injected delay included) to its end. */
   durationMs: number;
   /** Hex SHA-256 of the delivered bytes. */
   sha256: string;
@@ -161,7 +162,6 @@ export class StateCopy {
   }
 
   #begin(): void {
-    this.#started = performance.now();
     this.#reactor.add(this.#srcWatch);
     this.#reactor.add(this.#dstWatch);
   }
