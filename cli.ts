@@ -38,6 +38,7 @@ run options:
   --device-state <mode>    relay (default), emulate, off
   --state-dump <dir>       save every device-state blob into <dir>
   --state-buffer           read the whole state before delivering it
+  --state-hash sha256|off  fingerprint every transfer (default sha256; off = pure splice)
   --fault <spec>           inject a device-state fault (repeatable): state-corrupt,
                            state-truncate:<bytes>, state-delay:<ms>, check-fail, state-refuse
   --state-save-cmd <cmd>   emulate: its stdout travels with the proxy state (SAVE)
@@ -78,6 +79,7 @@ const ENGINE_OPTIONS = {
   "device-state": { type: "string" },
   "state-dump": { type: "string" },
   "state-buffer": { type: "boolean", default: false },
+  "state-hash": { type: "string" },
   fault: { type: "string", multiple: true },
   "stuck-after": { type: "string" },
   "connect-timeout": { type: "string" },
@@ -104,10 +106,15 @@ function engineFrom(values: EngineValues) {
   if (!Number.isInteger(socketMode) || socketMode < 0 || socketMode > 0o777) {
     throw new UsageError(`--socket-mode must be octal like 0660, not "${values["socket-mode"]}"`);
   }
+  const hash = values["state-hash"] ?? "sha256";
+  if (hash !== "sha256" && hash !== "off") {
+    throw new UsageError(`--state-hash must be sha256 or off, not "${hash}"`);
+  }
   const deviceState: DeviceStateConfig = {
     mode,
     dumpDir: values["state-dump"],
     buffer: values["state-buffer"],
+    hash: hash === "sha256",
     faults: values.fault ?? [],
     saveCmd: values["state-save-cmd"],
     loadCmd: values["state-load-cmd"],

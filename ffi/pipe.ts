@@ -110,6 +110,18 @@ export function teeFd(from: OwnedFd | number, to: OwnedFd | number, length: numb
   return r;
 }
 
+const FIONREAD = 0x541b;
+const readable = new Uint8Array(new ArrayBuffer(4));
+
+/** Bytes waiting to be read in a pipe or socket (FIONREAD). */
+export function bytesReadable(fd: OwnedFd | number): number {
+  const raw = typeof fd === "number" ? fd : fd.fd;
+  if (libc.ioctl(raw, size64(FIONREAD), readable) < 0) {
+    throw new SystemError("ioctl(FIONREAD)", errno());
+  }
+  return new DataView(readable.buffer).getInt32(0, true);
+}
+
 /** An anonymous memory file (memfd), CLOEXEC, sized `bytes`. */
 export function createMemfd(name: string, bytes = 0): OwnedFd {
   const fd = ownedOrThrow(

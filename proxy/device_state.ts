@@ -273,7 +273,8 @@ class DeviceStateHandler implements DeviceStateHooks {
       buffer: this.#config.buffer,
       validate: this.#config.buffer ? validateBlob : undefined,
       faults: { corrupt: faults.corrupt, truncateAt: faults.truncateAt, delayMs: faults.delayMs },
-      keepUpTo: KEEP_FOR_SUMMARY,
+      keepUpTo: this.#config.hash === false ? 0 : KEEP_FOR_SUMMARY,
+      hash: this.#config.hash !== false,
       onDone: (result) => this.#copyDone(t, result, dump),
     });
     this.#emit({
@@ -309,8 +310,8 @@ class DeviceStateHandler implements DeviceStateHooks {
       bytesIn: result.bytesIn,
       durationMs: round(result.durationMs),
       throughputMiBps: round(result.bytes / (1 << 20) / Math.max(result.durationMs / 1000, 1e-6)),
-      sha256: result.sha256,
     };
+    if (result.sha256) record.sha256 = result.sha256;
     if (result.error) record.error = result.error;
     if (dump) record.dump = dump;
     if (result.blob) {

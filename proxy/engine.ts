@@ -37,6 +37,8 @@ export interface DeviceStateConfig {
   mode: "relay" | "emulate" | "off";
   dumpDir?: string;
   buffer?: boolean;
+  /** SHA-256 every transfer (default true). */
+  hash?: boolean;
   faults?: string[];
   saveCmd?: string;
   loadCmd?: string;

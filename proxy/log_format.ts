@@ -38,7 +38,7 @@ function deviceStateText(r: DeviceStateRecord): string {
       const state = r.state ? ` ${JSON.stringify(r.state)}` : "";
       const dump = r.dump ? ` dump=${r.dump}` : "";
       return `${r.direction} ${what}: ${r.bytes} bytes in ${r.durationMs.toFixed(1)} ms ` +
-        `(${r.throughputMiBps.toFixed(1)} MiB/s) sha256=${r.sha256}${dump}${state}`;
+        `(${r.throughputMiBps.toFixed(1)} MiB/s) sha256=${r.sha256 ?? "(off)"}${dump}${state}`;
     }
     case "check": {
       const back = r.backendResult !== undefined ? ` back-end=${r.backendResult}` : "";

@@ -135,7 +135,8 @@ export interface TransferEndRecord {
   bytesIn: number;
   durationMs: number;
   throughputMiBps: number;
-  sha256: string;
+  /** Hex SHA-256 of the delivered bytes; absent with `--state-hash off`. */
+  sha256?: string;
   error?: string;
   /** File the blob was saved to (`--state-dump`). */
   dump?: string;

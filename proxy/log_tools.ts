@@ -72,7 +72,7 @@ export interface LogSummary {
     ok: boolean;
     bytes: number;
     durationMs: number;
-    sha256: string;
+    sha256?: string;
     error?: string;
   }[];
   sessionEnds: { session: number; reason: string; closedBy?: string }[];
@@ -167,7 +167,7 @@ export function formatSummary(s: LogSummary): string[] {
       lines.push(
         `  s${t.session} ${t.direction} ${
           t.ok ? "ok" : "FAILED"
-        } ${t.bytes} bytes ${t.durationMs} ms sha256=${t.sha256}${t.error ? ` (${t.error})` : ""}`,
+        } ${t.bytes} bytes ${t.durationMs} ms sha256=${t.sha256 ?? "(off)"}${t.error ? ` (${t.error})` : ""}`,
       );
     }
   }

@@ -19,7 +19,15 @@ import { createHash, type Hash } from "node:crypto";
 import type { OwnedFd } from "../ffi/fd.ts";
 import { SystemError } from "../ffi/errors.ts";
 import { fdKind } from "../ffi/fdinfo.ts";
-import { createPipe, readFd, setPipeSize, spliceFd, teeFd, writeFd } from "../ffi/pipe.ts";
+import {
+  bytesReadable,
+  createPipe,
+  readFd,
+  setPipeSize,
+  spliceFd,
+  teeFd,
+  writeFd,
+} from "../ffi/pipe.ts";
 import { POLLERR, POLLHUP, POLLIN, POLLOUT } from "../ffi/poll.ts";
 import type { Reactor, Timer, Watch } from "../ffi/reactor.ts";
 
@@ -49,6 +57,11 @@ export interface StateCopyOptions {
   /** With `buffer`: returns an error sentence to refuse the blob before the reader sees a byte. */
   validate?: (blob: Uint8Array) => string | undefined;
   faults?: StreamFaults;
+  /**
+   * Compute the SHA-256 (default true). Off, a pipe-to-pipe transfer is pure splice(2): the
+   * bytes never enter user space. On a 2-core machine hashing costs more CPU than the transfer.
+   */
+  hash?: boolean;
   /** Most bytes held in memory in buffer mode. */
   maxBufferBytes?: number;
   /** Called once, when the transfer ended (successfully or not). */
@@ -67,8 +80,8 @@ export interface CopyResult {
   bytesIn: number;
   /** From the start of the transfer (an injected delay included) to its end. */
   durationMs: number;
-  /** Hex SHA-256 of the delivered bytes. */
-  sha256: string;
+  /** Hex SHA-256 of the delivered bytes; absent when hashing was off. */
+  sha256?: string;
   /** Why it failed, when it did. */
   error?: string;
   /** A fault cut the stream short. */
@@ -106,6 +119,9 @@ export class StateCopy {
   #bytesOut = 0;
   #started = 0;
   #srcEof = false;
+  /** Splice without hashing: which end the last would-block was waiting on. */
+  #blockedOn: "src" | "dst" = "src";
+  readonly #hashing: boolean;
   #done = false;
   #delay: Timer | undefined;
   #truncated = false;
@@ -121,6 +137,7 @@ export class StateCopy {
     this.#opts = options;
     src.setNonBlocking(true);
     dst.setNonBlocking(true);
+    this.#hashing = options.hash ?? true;
     const rewrites = options.faults?.corrupt || options.faults?.truncateAt !== undefined;
     this.mode = options.buffer
       ? "buffer"
@@ -177,8 +194,10 @@ export class StateCopy {
           // pipe-max-size may be lower for unprivileged users: the default size still works
         }
       }
-      this.#hashPipe = createPipe({ nonBlocking: true });
-      setPipeSize(this.#hashPipe[1], CHUNK);
+      if (this.#hashing || this.#opts.dumpPath || (this.#opts.keepUpTo ?? 0) > 0) {
+        this.#hashPipe = createPipe({ nonBlocking: true });
+        setPipeSize(this.#hashPipe[1], CHUNK);
+      }
       return true;
     } catch {
       return false;
@@ -187,14 +206,20 @@ export class StateCopy {
 
   #srcInterest(): number {
     if (this.#done || this.#srcEof) return 0;
-    if (this.mode === "splice") return this.#teeAhead > 0 ? 0 : POLLIN;
+    if (this.mode === "splice") {
+      if (!this.#hashPipe) return this.#blockedOn === "src" ? POLLIN : 0;
+      return this.#teeAhead > 0 ? 0 : POLLIN;
+    }
     if (this.mode === "buffer") return this.#blob ? 0 : POLLIN;
     return this.#pendingLen > 0 ? 0 : POLLIN;
   }
 
   #dstInterest(): number {
     if (this.#done) return 0;
-    if (this.mode === "splice") return this.#teeAhead > 0 ? POLLOUT : 0;
+    if (this.mode === "splice") {
+      if (!this.#hashPipe) return this.#blockedOn === "dst" ? POLLOUT : 0;
+      return this.#teeAhead > 0 ? POLLOUT : 0;
+    }
     return this.#pendingLen > 0 ? POLLOUT : 0;
   }
 
@@ -218,8 +243,34 @@ export class StateCopy {
     }
   }
 
+  /** Pure splice: nothing to hash, dump or keep, so the pages just move. */
+  #stepSpliceOnly(): void {
+    let moved = 0;
+    while (moved < PER_TURN) {
+      const n = spliceFd(this.#src, this.#dst, CHUNK);
+      if (n === 0) {
+        this.#srcEof = true;
+        this.#finish();
+        return;
+      }
+      if (n < 0) {
+        // Would block: on an empty writer's pipe, or on a full reader's. FIONREAD says which, so
+        // the loop waits on the right end instead of spinning on a readable source.
+        this.#blockedOn = bytesReadable(this.#src) > 0 ? "dst" : "src";
+        return;
+      }
+      this.#bytesIn += n;
+      this.#bytesOut += n;
+      moved += n;
+    }
+  }
+
   #stepSplice(): void {
-    const [hashR, hashW] = this.#hashPipe!;
+    if (!this.#hashPipe) {
+      this.#stepSpliceOnly();
+      return;
+    }
+    const [hashR, hashW] = this.#hashPipe;
     let moved = 0;
     while (moved < PER_TURN) {
       if (this.#teeAhead > 0) {
@@ -299,7 +350,7 @@ export class StateCopy {
 
   /** Hashes, dumps and (within the cap) keeps bytes on their way to the reader. */
   #account(chunk: Uint8Array): void {
-    this.#hash.update(chunk);
+    if (this.#hashing) this.#hash.update(chunk);
     if (this.#dump) writeFileAll(this.#dump, chunk);
     const cap = this.#opts.keepUpTo ?? 0;
     if (this.#keptAll && this.#keptBytes + chunk.length <= cap) {
@@ -380,8 +431,8 @@ export class StateCopy {
       bytes: this.#bytesOut,
       bytesIn: this.#bytesIn,
       durationMs: performance.now() - this.#started,
-      sha256: this.#hash.digest("hex"),
     };
+    if (this.#hashing) result.sha256 = this.#hash.digest("hex");
     if (error !== undefined) result.error = error;
     else if (this.#truncated) {
       result.error = `the stream was cut after ${this.#bytesOut} bytes (fault state-truncate)`;

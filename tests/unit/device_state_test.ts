@@ -366,3 +366,21 @@ Deno.test("--state-buffer refuses a corrupt virtiofsd LOAD before the back-end s
     });
   }
 });
+
+Deno.test("--state-hash off: a pure splice relay delivers every byte and logs no hash", async () => {
+  await withRig({ deviceState: { hash: false } }, async (r) => {
+    const qemuRead = sendSave(r.front);
+    const req = r.back.expect();
+    r.back.send({ request: SET_STATE, flags: REPLY, payload: u64(0x100) });
+    r.front.expect();
+    const data = pattern(3 << 20);
+    const got = pump(req.fds[0], data, qemuRead, 20_000);
+    assert.equal(sha(got), sha(data));
+    assert.equal(check(r.front, r.back, 0n), 0n);
+    await r.until((rs) => ends(rs).length > 0);
+    const end = ends(r.records)[0];
+    assert.equal(end.ok, true);
+    assert.equal(end.bytes, data.length);
+    assert.equal(end.sha256, undefined);
+  });
+});
