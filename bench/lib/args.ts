@@ -41,7 +41,7 @@ export const USAGE =
   --sections LIST     comma-separated subset of latency,stream,downtime (default: all)
   --state-mib N       synthetic device state size of the stream section (default 256)
   --state-runs K      transfers per path and direction in the stream section (default 3)
-  --downtime-runs K   live migrations per path in the downtime section (default 3; needs
+  --downtime-runs K   live migrations per path in the downtime section (default 7; needs
                       QEMU, virtiofsd and the guest from scripts/setup_peers.sh)`;
 
 export class UsageError extends Error {}
@@ -90,7 +90,7 @@ export function parseArgs(argv: string[]): BenchOptions {
     sections: [...SECTION_NAMES],
     stateMib: 256,
     stateRuns: 3,
-    downtimeRuns: 3,
+    downtimeRuns: 7,
   };
   for (let i = 0; i < argv.length; i++) {
     const [flag, inline] = argv[i].split(/=(.*)/s, 2);
