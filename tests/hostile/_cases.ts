@@ -72,8 +72,6 @@ export interface Send {
   request?: number;
   flags?: number;
   payload?: Uint8Array;
-  /** Header size field when it must disagree with the payload actually sent. */
-  size?: number;
   /** Raw bytes instead of a framed message. */
   raw?: Uint8Array;
   /** Fds attached to the first byte (any number: 9+ makes the proxy see MSG_CTRUNC). */

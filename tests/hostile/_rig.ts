@@ -29,6 +29,11 @@ export interface ProxyOptions {
   socketMode?: string;
   /** Point the proxy at a back-end path nobody listens on. */
   noBackend?: boolean;
+  /**
+   * V8 flags for the proxy (e.g. `--max-old-space-size=48` to tell a leak from lazy garbage
+   * collection); runs Deno directly instead of the launcher, with the launcher's arguments.
+   */
+  v8Flags?: string;
 }
 
 /** Reads the proxy's JSONL log as it grows; records stay in order. */
@@ -75,12 +80,18 @@ export class LogReader {
     from?: number,
   ): LogRecord | undefined;
   waitFor(pred: (r: LogRecord) => boolean, timeoutMs = 3000, from = 0): LogRecord | undefined {
+    const i = this.waitForIndex(pred, timeoutMs, from);
+    return i < 0 ? undefined : this.records[i];
+  }
+
+  /** Like {@link waitFor}, returning the record's index (-1 when none came). */
+  waitForIndex(pred: (r: LogRecord) => boolean, timeoutMs = 3000, from = 0): number {
     const deadline = performance.now() + timeoutMs;
     let i = from;
     for (;;) {
       this.poll();
-      for (; i < this.records.length; i++) if (pred(this.records[i])) return this.records[i];
-      if (performance.now() > deadline) return undefined;
+      for (; i < this.records.length; i++) if (pred(this.records[i])) return i;
+      if (performance.now() > deadline) return -1;
       sleepSync(5);
     }
   }
@@ -115,7 +126,9 @@ export class ProxyProcess {
   backend: ScriptedListener | undefined;
   #exit: Deno.CommandStatus | undefined;
   #stderr = "";
-  #claimed = 0;
+  /** Where to look for the next session-start record. */
+  #scanFrom = 0;
+  readonly #startIndex = new Map<number, number>();
   #stopped = false;
 
   private constructor(dir: string, options: ProxyOptions) {
@@ -139,8 +152,18 @@ export class ProxyProcess {
       String(options.connectTimeoutMs ?? 3000),
     ];
     if (options.socketMode !== undefined) args.push("--socket-mode", options.socketMode);
-    this.child = new Deno.Command(LAUNCHER, {
-      args,
+    const direct = options.v8Flags === undefined ? [] : [
+      "run",
+      "-A",
+      "--quiet",
+      "--no-prompt",
+      `--v8-flags=${options.v8Flags}`,
+      "--config",
+      `${ROOT}deno.json`,
+      `${ROOT}cli.ts`,
+    ];
+    this.child = new Deno.Command(direct.length > 0 ? Deno.execPath() : LAUNCHER, {
+      args: [...direct, ...args],
       stdin: "null",
       stdout: "null",
       stderr: "piped",
@@ -245,25 +268,27 @@ export class ProxyProcess {
   open(): Session {
     const front = ScriptedPeer.connect(this.listenPath);
     const back = this.backend!.accept(5000);
-    const start = this.log.waitFor(
-      (r): r is SessionStartRecord => r.type === "session-start" && r.session > this.#claimed,
-      5000,
-    );
-    if (!start) throw new Error("No session-start record within 5 s");
-    this.#claimed = start.session;
-    return new Session(this, start.session, front, back);
+    return new Session(this, this.#nextSession(), front, back);
   }
 
   /** Connects a front-end only (no back-end accept), for tests of connection handling. */
   connectFront(): { front: ScriptedPeer; id: number } {
     const front = ScriptedPeer.connect(this.listenPath);
-    const start = this.log.waitFor(
-      (r): r is SessionStartRecord => r.type === "session-start" && r.session > this.#claimed,
-      5000,
-    );
-    if (!start) throw new Error("No session-start record within 5 s");
-    this.#claimed = start.session;
-    return { front, id: start.session };
+    return { front, id: this.#nextSession() };
+  }
+
+  /**
+   * The id of the session just connected: the next session-start record. Connections are made
+   * one at a time, so records and connections come in the same order. Where each session's
+   * records begin is remembered, so that later look-ups do not rescan the whole log.
+   */
+  #nextSession(): number {
+    const i = this.log.waitForIndex((r) => r.type === "session-start", 5000, this.#scanFrom);
+    if (i < 0) throw new Error("No session-start record within 5 s");
+    this.#scanFrom = i + 1;
+    const id = (this.log.records[i] as SessionStartRecord).session;
+    this.#startIndex.set(id, i);
+    return id;
   }
 
   /** The session-end record of a session (bounded wait). */
@@ -271,6 +296,7 @@ export class ProxyProcess {
     return this.log.waitFor(
       (r): r is SessionEndRecord => r.type === "session-end" && r.session === id,
       timeoutMs,
+      this.#startIndex.get(id),
     );
   }
 
@@ -279,6 +305,7 @@ export class ProxyProcess {
     return this.log.waitFor(
       (r): r is ProblemRecord => r.type === "error" && r.session === id,
       timeoutMs,
+      this.#startIndex.get(id),
     );
   }
 

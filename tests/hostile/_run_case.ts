@@ -33,10 +33,7 @@ function peerOf(s: Session, name: PeerName): ScriptedPeer {
 
 /** Bytes a Send puts on the wire (before any cut). */
 function bytesOf(send: Send): Uint8Array {
-  if (send.raw) return send.raw;
-  const bytes = frame(send.request ?? 0, send.flags ?? 0, send.payload);
-  if (send.size !== undefined) new DataView(bytes.buffer).setUint32(8, send.size, true);
-  return bytes;
+  return send.raw ?? frame(send.request ?? 0, send.flags ?? 0, send.payload);
 }
 
 /** Writes all of `bytes`, fds with the first byte; stops quietly if the proxy hung up. */

@@ -6,8 +6,19 @@
 
 import assert from "node:assert/strict";
 import type { ProblemRecord, SessionStartRecord } from "../../proxy/log_record.ts";
+import type { ScriptedPeer } from "../support/scripted_peer.ts";
 import { drain, ProxyProcess, tryRecv } from "./_rig.ts";
-import { frame, readU64, REPLY, REQ, uuid, vringState } from "./_wire.ts";
+import {
+  frame,
+  NEED_REPLY,
+  PF,
+  readU64,
+  REPLY,
+  REQ,
+  sleepSync,
+  uuid,
+  vringState,
+} from "./_wire.ts";
 
 const NO_SANITIZERS = { sanitizeOps: false, sanitizeResources: false, sanitizeExit: false };
 const STUCK_MS = 300;
@@ -184,6 +195,91 @@ Deno.test({
       stopped = true;
     } finally {
       if (!stopped) await proxy.stop();
+    }
+  },
+});
+
+/**
+ * Writes `make(i)` on `peer` until its socket has taken nothing for 200 ms: then the proxy
+ * holds output for a reader that does not read, and has stopped reading `peer`
+ * (backpressure), rather than being merely slower than a burst. Bounded.
+ */
+function fillUntilBlocked(peer: ScriptedPeer, make: (i: number) => Uint8Array): number {
+  let i = 0;
+  let stuckSince = performance.now();
+  const deadline = stuckSince + 10_000;
+  while (performance.now() - stuckSince < 200 && performance.now() < deadline) {
+    const before = peer.channel.pendingOutput;
+    peer.channel.flush();
+    if (peer.channel.pendingOutput === 0) peer.channel.send(make(i++));
+    if (peer.channel.pendingOutput !== before) stuckSince = performance.now();
+    else sleepSync(2);
+  }
+  return i;
+}
+
+const BIG = new Uint8Array(4096);
+
+Deno.test({
+  name: "a peer vanishing while the other side is not reading still ends the session promptly",
+  ...NO_SANITIZERS,
+  fn: async (t) => {
+    const proxy = await ProxyProcess.start();
+    try {
+      proxy.proveServing();
+      const baseline = proxy.settleFds(0, 300);
+
+      await t.step("QEMU vanishes while the back-end is not reading (main channel)", () => {
+        const s = proxy.open();
+        try {
+          const n = fillUntilBlocked(s.front, () => frame(99, REQ, BIG));
+          s.front.close();
+          // The back-end reads nothing: the proxy must notice QEMU's hang-up on its own, and
+          // say that QEMU closed first.
+          const end = proxy.sessionEnd(s.id, 2000);
+          assert.ok(end, `session-end within 2 s (${n} messages were queued)`);
+          assert.equal(end.closedBy, "front-end");
+        } finally {
+          s.close();
+        }
+      });
+
+      await t.step("the back-end vanishes while QEMU is not reading its replies", () => {
+        const s = proxy.open();
+        try {
+          s.negotiate(PF.REPLY_ACK);
+          // QEMU asks 300 unknown NEED_REPLY questions; the back-end answers with 4 KiB each.
+          for (let i = 0; i < 300; i++) s.front.send({ request: 99, flags: NEED_REPLY });
+          for (let i = 0; i < 300; i++) s.back.expect(3000);
+          const n = fillUntilBlocked(s.back, () => frame(99, REPLY, BIG));
+          s.back.close();
+          const end = proxy.sessionEnd(s.id, 2000);
+          assert.ok(end, `session-end within 2 s (${n} replies were queued)`);
+          assert.equal(end.closedBy, "back-end");
+        } finally {
+          s.close();
+        }
+      });
+
+      await t.step("the back-end vanishes from its channel while QEMU is not reading it", () => {
+        const s = proxy.open().withChannel();
+        try {
+          const n = fillUntilBlocked(s.backCh!, () => frame(50, REQ, BIG));
+          s.backCh!.close();
+          const w = proxy.log.waitFor(
+            (r): r is ProblemRecord =>
+              r.type === "warning" && r.session === s.id && r.channel === "backend",
+            2000,
+          );
+          assert.ok(w, `the channel's loss is logged within 2 s (${n} messages were queued)`);
+        } finally {
+          s.close();
+        }
+      });
+
+      assert.ok(proxy.settleFds(baseline) <= baseline, "fds back to baseline");
+    } finally {
+      await proxy.stop();
     }
   },
 });
