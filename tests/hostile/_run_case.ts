@@ -127,7 +127,7 @@ function checkPolicy(proxy: ProxyProcess, s: Session, c: Case, e: Expect): CaseR
   const opposite = OPPOSITE[send.by];
   switch (e.policy) {
     case "reject": {
-      const closeMs = allClosed(proxy, s, e.mayForward ? undefined : opposite);
+      const closeMs = allClosed(proxy, s, opposite);
       const err = proxy.errorOf(s.id);
       assert.ok(err, "an error record names the session");
       assert.equal(err.side, e.side, `error names the side: ${err.message}`);
