@@ -411,7 +411,12 @@ function decode(
       ? "postcopy_ack"
       : resolveLayout(spec.request, ctx.negotiated, ctx.dialect);
     if (layout === "postcopy_ack" && !postcopy) {
-      warnings.push(`${name} carries a postcopy acknowledgement but POSTCOPY_LISTEN was not seen`);
+      // Outside postcopy an 8-byte memory table (or code 0) is malformed: rust-vmm refuses it.
+      return fail(
+        "size",
+        "size",
+        `payload is 8 bytes, a postcopy acknowledgement, but POSTCOPY_LISTEN was not seen`,
+      );
     }
   } else if (spec.postcopy?.reply !== undefined && bytes.length !== 8) {
     layout = resolveLayout(spec.postcopy.reply, ctx.negotiated, ctx.dialect);

@@ -959,18 +959,15 @@ function memoryTableLayout<R extends MemoryRegion>(
         });
       }
       if (padding !== 0) {
-        issues.push({
-          severity: "warning",
-          kind: "value",
-          field: "padding",
-          detail: `reserved field padding is "${hex(padding)}", expected 0`,
-        });
+        // rust-vmm refuses a memory table with non-zero padding.
+        issues.push(refuse("padding", `padding is "${hex(padding)}", expected 0`));
       }
-      for (const region of regions) {
+      regions.forEach((region, i) => {
         issues.push(
-          ...structIssues(fields, region).map((i) => ({ ...i, field: `regions.${i.field}` })),
+          ...structIssues(fields, region).map((x) => ({ ...x, field: `regions.${x.field}` })),
+          ...regionIssues(region, `regions[${i}].`),
         );
-      }
+      });
       return { value: { padding, regions }, issues };
     },
     encode(value) {
@@ -1010,7 +1007,9 @@ const configLayout: Layout<Config> = {
     const flags = dv.getUint32(8, true);
     const data = bytes.slice(CONFIG_HEADER_SIZE);
     const issues: LayoutIssue[] = [];
-    if (size > MAX_CONFIG_SIZE) {
+    if (size === 0) {
+      issues.push(refuse("size", "config size is 0"));
+    } else if (size > MAX_CONFIG_SIZE) {
       issues.push({
         severity: "violation",
         kind: "value",
@@ -1136,6 +1135,54 @@ const emptyLayout: Layout<Empty> = {
 };
 
 /** Every layout by name. */
+/** A value the strictest real peer (rust-vmm's `is_valid`) refuses. */
+function refuse(field: string, detail: string): LayoutIssue {
+  return { severity: "violation", kind: "value", field, detail };
+}
+
+const U64_MAX = (1n << 64n) - 1n;
+
+/** rust-vmm's region check: a size, and no address range that wraps around. */
+function regionIssues(r: MemoryRegion, prefix = ""): LayoutIssue[] {
+  if (r.memorySize === 0n) return [refuse(`${prefix}memorySize`, "memory_size is 0")];
+  for (
+    const [field, base] of [
+      ["guestPhysAddr", r.guestPhysAddr],
+      ["userspaceAddr", r.userspaceAddr],
+      ["mmapOffset", r.mmapOffset],
+    ] as const
+  ) {
+    if (base > U64_MAX - r.memorySize) {
+      return [
+        refuse(
+          `${prefix}${field}`,
+          `${field} ${hex(base)} + memory_size ${hex(r.memorySize)} overflows 64 bits`,
+        ),
+      ];
+    }
+  }
+  return [];
+}
+
+/** rust-vmm's ring-address check: known flags; descriptor 16-, used 4-, available 2-aligned. */
+function vringAddrIssues(v: VringAddr): LayoutIssue[] {
+  if ((v.flags & ~1) !== 0) {
+    return [refuse("flags", `flags is "${hex(v.flags)}", only bit 0 (LOG) is defined`)];
+  }
+  for (
+    const [field, addr, align] of [
+      ["descUserAddr", v.descUserAddr, 16n],
+      ["usedUserAddr", v.usedUserAddr, 4n],
+      ["availUserAddr", v.availUserAddr, 2n],
+    ] as const
+  ) {
+    if (addr % align !== 0n) {
+      return [refuse(field, `${field} ${hex(addr)} is not ${align}-byte aligned`)];
+    }
+  }
+  return [];
+}
+
 export const LAYOUTS: { readonly [L in LayoutName]: Layout<LayoutValues[L]> } = {
   empty: emptyLayout,
   raw: rawLayout,
@@ -1211,6 +1258,7 @@ export const LAYOUTS: { readonly [L in LayoutName]: Layout<LayoutValues[L]> } = 
         `index=${v.index} flags=${hex(v.flags)}${v.flags & 1 ? " (LOG)" : ""} desc=${
           hex(v.descUserAddr)
         } used=${hex(v.usedUserAddr)} avail=${hex(v.availUserAddr)} log=${hex(v.logGuestAddr)}`,
+      check: vringAddrIssues,
     },
   ),
   memory_table: memoryTableLayout(
@@ -1233,6 +1281,7 @@ export const LAYOUTS: { readonly [L in LayoutName]: Layout<LayoutValues[L]> } = 
     {
       summary: (v, ctx) =>
         `[${regionText(v, ctx.fdCount === undefined ? undefined : ctx.fdCount > 0)}]`,
+      check: (v) => regionIssues(v),
     },
   ),
   mem_region_xen: structLayout(
@@ -1243,10 +1292,17 @@ export const LAYOUTS: { readonly [L in LayoutName]: Layout<LayoutValues[L]> } = 
     {
       summary: (v) =>
         `[${regionText(v, undefined)} xen_flags=${hex(v.xenMmapFlags)} domid=${v.domid}]`,
+      check: (v) => regionIssues(v),
     },
   ),
   log: structLayout("log", "VhostUserLog: mmap size, mmap offset", 16, LOG_FIELDS, {
     summary: (v) => `size=${sizeText(v.mmapSize)} offset=${hex(v.mmapOffset)}`,
+    check: (v) =>
+      v.mmapSize === 0n
+        ? [refuse("mmapSize", "mmap_size is 0")]
+        : v.mmapOffset > U64_MAX - v.mmapSize
+        ? [refuse("mmapOffset", "mmap_offset + mmap_size overflows 64 bits")]
+        : [],
   }),
   iotlb: structLayout(
     "iotlb",
@@ -1283,6 +1339,12 @@ export const LAYOUTS: { readonly [L in LayoutName]: Layout<LayoutValues[L]> } = 
         `size=${sizeText(v.mmapSize)} offset=${
           hex(v.mmapOffset)
         } queues=${v.numQueues} queue_size=${v.queueSize}`,
+      check: (v) =>
+        v.numQueues === 0
+          ? [refuse("numQueues", "num_queues is 0")]
+          : v.queueSize === 0
+          ? [refuse("queueSize", "queue_size is 0")]
+          : [],
     },
   ),
   shared_object: structLayout<SharedObject>(
@@ -1290,7 +1352,13 @@ export const LAYOUTS: { readonly [L in LayoutName]: Layout<LayoutValues[L]> } = 
     "VhostUserShared: a 16-byte UUID",
     16,
     { uuid: { kind: "bytes", at: 0, length: 16, json: "uuid" } },
-    { summary: (v) => `uuid=${uuidText(v.uuid)}` },
+    {
+      summary: (v) => `uuid=${uuidText(v.uuid)}`,
+      check: (v) =>
+        v.uuid.every((b) => b === 0) || v.uuid.every((b) => b === 0xff)
+          ? [refuse("uuid", `uuid ${uuidText(v.uuid)} is the nil or max UUID`)]
+          : [],
+    },
   ),
   device_state_params: structLayout(
     "device_state_params",

@@ -29,20 +29,21 @@ const bytes = (n: number) => fc.uint8Array({ minLength: n, maxLength: n });
 const mostlyZero = <T>(zero: T, any: fc.Arbitrary<T>) =>
   fc.oneof({ weight: 4, arbitrary: fc.constant(zero) }, { weight: 1, arbitrary: any });
 
-const region: fc.Arbitrary<MemoryRegion> = fc.record({
-  guestPhysAddr: u64,
-  memorySize: u64,
-  userspaceAddr: u64,
-  mmapOffset: u64,
-}).map((r) => ({ ...r })); // plain prototype, like decoded regions
-const xenRegion: fc.Arbitrary<XenMemoryRegion> = fc.record({
-  guestPhysAddr: u64,
-  memorySize: u64,
-  userspaceAddr: u64,
-  mmapOffset: u64,
-  xenMmapFlags: u32,
-  domid: u32,
-}).map((r) => ({ ...r }));
+/** A non-zero size and bases whose ranges do not wrap (what rust-vmm accepts). */
+const regionCore = fc.bigInt({ min: 1n, max: 2n ** 48n }).chain((memorySize) => {
+  const base = fc.bigInt({ min: 0n, max: 2n ** 64n - 1n - memorySize });
+  return fc.record({
+    guestPhysAddr: base,
+    memorySize: fc.constant(memorySize),
+    userspaceAddr: base,
+    mmapOffset: base,
+  });
+});
+const region: fc.Arbitrary<MemoryRegion> = regionCore.map((r) => ({ ...r })); // plain prototype
+const xenRegion: fc.Arbitrary<XenMemoryRegion> = fc.tuple(regionCore, u32, u32).map((
+  [r, xenMmapFlags, domid],
+) => ({ ...r, xenMmapFlags, domid }));
+const aligned = (n: bigint) => fc.bigInt({ min: 0n, max: (2n ** 64n - 1n) / n }).map((x) => x * n);
 
 function tagged<L extends LayoutName>(
   layout: L,
@@ -84,24 +85,24 @@ const PAYLOADS: { [L in LayoutName]: fc.Arbitrary<PayloadOf<L>> } = {
     "vring_addr",
     fc.record({
       index: u32,
-      flags: u32,
-      descUserAddr: u64,
-      usedUserAddr: u64,
-      availUserAddr: u64,
+      flags: fc.integer({ min: 0, max: 1 }),
+      descUserAddr: aligned(16n),
+      usedUserAddr: aligned(4n),
+      availUserAddr: aligned(2n),
       logGuestAddr: u64,
     }),
   ),
   memory_table: tagged(
     "memory_table",
     fc.record({
-      padding: mostlyZero(0, u32),
+      padding: fc.constant(0),
       regions: fc.array(region, { minLength: 1, maxLength: 8 }),
     }),
   ),
   memory_table_xen: tagged(
     "memory_table_xen",
     fc.record({
-      padding: mostlyZero(0, u32),
+      padding: fc.constant(0),
       regions: fc.array(xenRegion, { minLength: 1, maxLength: 8 }),
     }),
   ),
@@ -115,7 +116,15 @@ const PAYLOADS: { [L in LayoutName]: fc.Arbitrary<PayloadOf<L>> } = {
       fc.record({ padding: mostlyZero(0n, u64) }).map((p) => ({ ...r, ...p }))
     ),
   ),
-  log: tagged("log", fc.record({ mmapSize: u64, mmapOffset: u64 })),
+  log: tagged(
+    "log",
+    fc.bigInt({ min: 1n, max: 2n ** 40n }).chain((mmapSize) =>
+      fc.record({
+        mmapSize: fc.constant(mmapSize),
+        mmapOffset: fc.bigInt({ min: 0n, max: 2n ** 64n - 1n - mmapSize }),
+      })
+    ),
+  ),
   iotlb: tagged(
     "iotlb",
     fc.record({
@@ -129,7 +138,11 @@ const PAYLOADS: { [L in LayoutName]: fc.Arbitrary<PayloadOf<L>> } = {
   ),
   config: tagged(
     "config",
-    fc.record({ offset: u32, flags: mostlyZero(0, u32), data: fc.uint8Array({ maxLength: 256 }) }),
+    fc.record({
+      offset: u32,
+      flags: mostlyZero(0, u32),
+      data: fc.uint8Array({ minLength: 1, maxLength: 256 }),
+    }),
   ),
   vring_area: tagged(
     "vring_area",
@@ -146,12 +159,17 @@ const PAYLOADS: { [L in LayoutName]: fc.Arbitrary<PayloadOf<L>> } = {
     fc.record({
       mmapSize: u64,
       mmapOffset: u64,
-      numQueues: u16,
-      queueSize: u16,
+      numQueues: fc.integer({ min: 1, max: 0xffff }),
+      queueSize: fc.integer({ min: 1, max: 0xffff }),
       padding: mostlyZero(0, u32),
     }),
   ),
-  shared_object: tagged("shared_object", fc.record({ uuid: bytes(16) })),
+  shared_object: tagged(
+    "shared_object",
+    fc.record({ uuid: bytes(16) }).filter(({ uuid }) =>
+      !uuid.every((b) => b === 0) && !uuid.every((b) => b === 0xff)
+    ),
+  ),
   device_state_params: tagged(
     "device_state_params",
     fc.record({ direction: fc.integer({ min: 0, max: 1 }), phase: fc.constant(0) }),
@@ -220,7 +238,12 @@ const scenario: fc.Arbitrary<Scenario> = fc
     spec: s.spec,
     dialect: s.dialect,
     reply: s.reply,
-    negotiated: { virtio: s.virtio, protocol: s.protocol, postcopy: s.postcopy },
+    // An 8-byte postcopy acknowledgement is only legal after POSTCOPY_LISTEN.
+    negotiated: {
+      virtio: s.virtio,
+      protocol: s.protocol,
+      postcopy: s.postcopy || (s.postcopyShape && !s.reply && s.spec.postcopy?.ack === true),
+    },
     postcopyShape: s.postcopyShape,
     needReply: s.needReply,
   }));
@@ -259,7 +282,11 @@ const validMessage: fc.Arbitrary<{ message: Message; negotiated: Negotiated }> =
     });
     const range = allowedFds(draft);
     const fdCount = range.min + (pick % (range.max - range.min + 1));
-    return { message: { ...draft, fdCount }, negotiated: s.negotiated };
+    // An 8-byte postcopy acknowledgement (rows 5, 37, 38 and NONE) is only legal in postcopy.
+    const negotiated = p.layout === "postcopy_ack"
+      ? { ...s.negotiated, postcopy: true }
+      : s.negotiated;
+    return { message: { ...draft, fdCount }, negotiated };
   })
 );
 
