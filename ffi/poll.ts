@@ -74,6 +74,7 @@ export const POLLOUT = C.POLLOUT;
 export const POLLERR = C.POLLERR;
 export const POLLHUP = C.POLLHUP;
 export const POLLNVAL = C.POLLNVAL;
+export const POLLRDHUP = C.POLLRDHUP;
 
 /** Creates a nonblocking, CLOEXEC eventfd. */
 export function createEventFd(initial = 0): OwnedFd {

@@ -113,16 +113,15 @@ export class MessageChannel {
         if (this.#have > 0) this.#lateFds = true;
         this.#fds.push(...r.fds);
       }
-      if (r.truncated || this.#fds.length > MAX_FDS) {
-        const received = this.#fds.length;
-        this.#discard();
-        return {
-          kind: "violation",
-          reason: { kind: "fds-truncated", received },
-          header: this.#headerInfo(),
-        };
-      }
       this.#have += r.bytes;
+      if (r.truncated || this.#fds.length > MAX_FDS) {
+        // The header usually came with the fds: read it before discarding, so the error can
+        // name the message.
+        const received = this.#fds.length;
+        const header = this.#headerInfo();
+        this.#discard();
+        return { kind: "violation", reason: { kind: "fds-truncated", received }, header };
+      }
       if (this.#have === FRAME_HEADER_SIZE) {
         const size = this.#size();
         if (size > this.maxPayload) {

@@ -7,7 +7,7 @@
  */
 
 import type { OwnedFd } from "../ffi/fd.ts";
-import { POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT } from "../ffi/poll.ts";
+import { POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT, POLLRDHUP } from "../ffi/poll.ts";
 import type { Watch } from "../ffi/reactor.ts";
 import { MessageChannel } from "./channel.ts";
 import type { ChannelName, SenderSide } from "./log_record.ts";
@@ -18,6 +18,8 @@ export interface EndpointOwner {
   pump(endpoint: Endpoint): void;
   /** Flushing output failed (the peer is gone). */
   writeFailed(endpoint: Endpoint, error: unknown): void;
+  /** The peer hung up while this socket was not being read (its target is backed up). */
+  hungUp(endpoint: Endpoint): void;
 }
 
 /** A session socket: which channel it belongs to and who is at the other end. */
@@ -57,7 +59,13 @@ export class Endpoint implements Watch {
   }
 
   interest(): number {
-    return (this.mayRead ? POLLIN : 0) | (this.channel.pendingOutput > 0 ? POLLOUT : 0);
+    const output = this.channel.pendingOutput > 0 ? POLLOUT : 0;
+    if (this.mayRead) return POLLIN | output;
+    // Not reading (backpressure): still watch for the peer hanging up, or a vanished peer would
+    // go unnoticed for as long as the other side does not read.
+    return this.reading && !this.channel.sawEof && this.target !== undefined
+      ? POLLRDHUP | output
+      : output;
   }
 
   onReady(revents: number): void {
@@ -69,6 +77,10 @@ export class Endpoint implements Watch {
         return;
       }
     }
-    if (revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL)) this.#owner.pump(this);
+    if (!this.mayRead && (revents & (POLLRDHUP | POLLHUP | POLLERR))) {
+      this.#owner.hungUp(this);
+      return;
+    }
+    if (revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL | POLLRDHUP)) this.#owner.pump(this);
   }
 }

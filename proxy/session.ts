@@ -17,6 +17,7 @@ import { connectUnix, type PeerCredentials, shutdownSocket, socketPair } from ".
 import type { Frame } from "./channel.ts";
 import type { Dialect } from "./catalogue.ts";
 import {
+  checkReply,
   decodeMessage,
   FLAG_NEED_REPLY,
   FLAG_REPLY,
@@ -59,6 +60,8 @@ export interface SessionOptions {
 
 interface PendingReply {
   channel: ChannelName;
+  /** The request as the proxy decoded it, to check the reply against (as QEMU does). */
+  request: Message;
   /** Code the reply will carry (receiver's dialect). */
   code: number;
   name: string;
@@ -69,6 +72,8 @@ interface PendingReply {
 }
 
 const CONNECT_RETRY_MS = 50;
+/** sizeof(VhostUserPayload) in QEMU (LP64): it refuses longer main-channel replies. */
+const QEMU_MAX_REPLY = 1072;
 
 /** What the log record of a relayed message will say, gathered on the way through. */
 export interface PendingRecord {
@@ -226,6 +231,21 @@ export class Session implements EndpointOwner {
     this.#ioFailed(endpoint, error);
   }
 
+  hungUp(endpoint: Endpoint): void {
+    if (this.#ended) return;
+    const queued = endpoint.target?.channel.pendingOutput ?? 0;
+    this.#peerClosed(
+      endpoint,
+      false,
+      0,
+      undefined,
+      undefined,
+      ` while the ${
+        endpoint.target?.peer ?? "other side"
+      } was not reading (${queued} bytes still queued for it)`,
+    );
+  }
+
   // ---- relay ---------------------------------------------------------------------------------
 
   #nameOf(endpoint: Endpoint, code: number): string {
@@ -302,6 +322,31 @@ export class Session implements EndpointOwner {
       }
       queue.shift();
       latencyUs = Math.round((performance.now() - head.since) * 1000);
+      const problem = this.#checkReply(from, head.request, message);
+      if (problem !== undefined) {
+        closeAll(frame.fds);
+        this.#violation(from, message.name, problem.field, problem.detail);
+        return;
+      }
+    }
+
+    // A fd a request must not carry (REM_MEM_REG's, which the receiver "MUST close without
+    // using"): closed here, so no back-end can misuse it.
+    const allowed = message.spec === undefined
+      ? undefined
+      : (isReply ? message.spec.replyFds : message.spec.fds).warnAbove;
+    let dropped = 0;
+    if (allowed !== undefined && frame.fds.length > allowed) {
+      dropped = frame.fds.length - allowed;
+      closeAll(frame.fds.splice(allowed));
+    }
+    if (message.name === "SET_BACKEND_REQ_FD" && !isReply && frame.fds.length === 1) {
+      const kind = fdKind(frame.fds[0].fd);
+      if (kind !== "socket") {
+        closeAll(frame.fds);
+        this.#violation(from, message.name, "fds", `the attached fd is a ${kind}, not a socket`);
+        return;
+      }
     }
 
     // The sender's own view of the features comes from what it sent, before any rewriting.
@@ -315,6 +360,7 @@ export class Session implements EndpointOwner {
       latencyUs,
       fds: this.options.logMessages ? frame.fds.map((f) => ({ kind: fdKind(f.fd) })) : [],
     };
+    if (dropped > 0) record.action = `closed ${dropped} fd(s) ${message.name} must not carry`;
     let verdict: Verdict = { action: "forward" };
     if (this.deviceState) {
       // Answers the hooks inject are logged after the message they answer.
@@ -325,7 +371,7 @@ export class Session implements EndpointOwner {
       } finally {
         this.#deferInjected = undefined;
       }
-      record.action = verdict.note;
+      record.action = verdict.note ?? record.action;
       if (verdict.action === "answered") this.#record(from, record);
       else {
         this.forward(from, message, verdict.bytes ?? frame.bytes, verdict.fds ?? frame.fds, record);
@@ -334,6 +380,27 @@ export class Session implements EndpointOwner {
       return;
     }
     this.forward(from, message, frame.bytes, frame.fds, record);
+  }
+
+  /**
+   * What QEMU checks of a reply beyond its code: GET_CONFIG as long as requested, postcopy
+   * regions matching, and no reply larger than its payload union (1072 bytes): such replies are
+   * refused before QEMU sees them.
+   */
+  #checkReply(
+    from: Endpoint,
+    request: Message,
+    reply: Message,
+  ): { field: string; detail: string } | undefined {
+    if (from.kind === "main" && reply.header.size > QEMU_MAX_REPLY) {
+      return {
+        field: "size",
+        detail: `reply is ${reply.header.size} bytes, QEMU accepts at most ${QEMU_MAX_REPLY}`,
+      };
+    }
+    // Codes were matched already (across dialects); compare the payloads.
+    const v = checkReply({ ...request, code: reply.code }, reply);
+    return v === undefined ? undefined : { field: v.field ?? v.kind, detail: v.detail };
   }
 
   /** Updates the feature views from a SET_FEATURES / POSTCOPY request as its sender meant it. */
@@ -417,7 +484,7 @@ export class Session implements EndpointOwner {
       this.#ioFailed(to, e, name);
       return;
     }
-    if (expectsReply) this.#awaitReply(to.kind, record.forwardedCode ?? header.request, name);
+    if (expectsReply) this.#awaitReply(to.kind, record.forwardedCode ?? header.request, message);
     this.#summary.fdsRelayed += fdCount;
     this.#record(from, record);
   }
@@ -452,8 +519,9 @@ export class Session implements EndpointOwner {
   }
 
   /** Remembers that `to`'s peer owes a reply, and makes sure the stuck-reply check is armed. */
-  #awaitReply(channel: ChannelName, code: number, name: string): void {
-    this.#pending[channel].push({ channel, code, name, since: performance.now() });
+  #awaitReply(channel: ChannelName, code: number, request: Message): void {
+    const name = request.name;
+    this.#pending[channel].push({ channel, code, name, request, since: performance.now() });
     this.#armStuckCheck();
   }
 
@@ -632,27 +700,28 @@ export class Session implements EndpointOwner {
     have: number,
     code?: number,
     sending?: string,
+    context = "",
   ): void {
+    // Without a whole header there is no request code to name.
+    const what = !midMessage
+      ? ""
+      : code === undefined
+      ? ` in the middle of a message header (${have} of 12 bytes read)`
+      : ` in the middle of ${this.#nameOf(endpoint, code)} (${have} bytes read)`;
     if (endpoint.kind === "backend") {
       // Losing the back-end channel does not end the session: the main channel goes on.
-      const what = midMessage
-        ? ` in the middle of ${this.#nameOf(endpoint, code ?? 0)} (${have} bytes read)`
-        : "";
       this.emit({
         type: "warning",
         ts: timestamp(),
         session: this.id,
         channel: "backend",
         side: endpoint.peer,
-        message: `${endpoint.peer} closed the back-end channel${what}`,
+        message: `${endpoint.peer} closed the back-end channel${what}${context}`,
       });
       this.#closeBackendChannel();
       return;
     }
-    let reason = `${endpoint.peer} closed the main channel`;
-    if (midMessage) {
-      reason += ` in the middle of ${this.#nameOf(endpoint, code ?? 0)} (${have} bytes read)`;
-    }
+    let reason = `${endpoint.peer} closed the main channel${what}${context}`;
     if (sending) reason += ` while ${sending} was being relayed to it`;
     this.end(reason, endpoint.peer, midMessage ? "error" : undefined);
   }
