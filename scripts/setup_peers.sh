@@ -69,7 +69,8 @@ if [ ! -e "$BPO_SOURCES" ] || [ "$(cat "$BPO_SOURCES")" != "$bpo_wanted" ]; then
   need_update=1
 fi
 # dpdk-testpmd is in dpdk-dev; the vhost and virtio_user PMDs are separate plugin packages.
-SYS_PKGS=(busybox-static cpio gzip xz-utils zstd socat kmod ca-certificates binutils
+# python3 and procps (pgrep) serve the tests, gcc and libc6-dev the C baselines of the bench.
+SYS_PKGS=(busybox-static cpio gzip xz-utils zstd socat kmod ca-certificates binutils python3 procps gcc libc6-dev
   dpdk dpdk-dev librte-net-vhost23 librte-net-virtio23 librte-mempool-ring23)
 qemu_ok() {
   command -v qemu-system-x86_64 >/dev/null &&
