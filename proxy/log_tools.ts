@@ -167,7 +167,9 @@ export function formatSummary(s: LogSummary): string[] {
       lines.push(
         `  s${t.session} ${t.direction} ${
           t.ok ? "ok" : "FAILED"
-        } ${t.bytes} bytes ${t.durationMs} ms sha256=${t.sha256 ?? "(off)"}${t.error ? ` (${t.error})` : ""}`,
+        } ${t.bytes} bytes ${t.durationMs} ms sha256=${t.sha256 ?? "(off)"}${
+          t.error ? ` (${t.error})` : ""
+        }`,
       );
     }
   }
