@@ -18,7 +18,13 @@ import { deviceStateHooks, warmUpDeviceState } from "./device_state.ts";
 
 /** Commands the main thread sends. */
 export type EngineCommand =
-  | { type: "start"; config: EngineConfig; wakeFd: number }
+  | {
+    type: "start";
+    config: EngineConfig;
+    wakeFd: number;
+    /** [records posted, records written]: the main thread counts what it has written. */
+    progress: SharedArrayBuffer;
+  }
   | { type: "stop"; reason?: string };
 
 /** Events the worker sends back. */
@@ -45,10 +51,26 @@ function post(event: EngineEvent): void {
   self.postMessage(event);
 }
 
+/** Records the main thread may lag behind before the relay waits for it. */
+const MAX_LOG_LAG = 20_000;
+
+/**
+ * Backpressure from the log: if the main thread falls behind (a slow disk, a flood), the relay
+ * stops reading sockets until it catches up, so memory stays bounded and no record is dropped.
+ */
+function waitForLogWriter(progress: Int32Array): void {
+  for (let i = 0; i < 1000; i++) {
+    const lag = Atomics.load(progress, 0) - Atomics.load(progress, 1);
+    if (lag <= MAX_LOG_LAG) return;
+    Atomics.wait(progress, 1, Atomics.load(progress, 1), 10);
+  }
+}
+
 async function main(): Promise<void> {
   const start = await nextCommand();
   if (start.type !== "start") return;
   let batch: LogRecord[] = [];
+  const progress = new Int32Array(start.progress);
   const engine = new Engine(start.config, (r) => batch.push(r), deviceStateHooks);
   const wake = new WakeUp(start.wakeFd);
   try {
@@ -65,14 +87,17 @@ async function main(): Promise<void> {
   }
   post({ type: "started" });
   // The "listening" record must not wait for the first wake-up: supervisors wait for it.
+  Atomics.add(progress, 0, batch.length);
   post({ type: "records", records: batch });
   batch = [];
   let stopping = false;
   while (!stopping) {
     engine.reactor.turn(-1);
     if (batch.length > 0) {
+      Atomics.add(progress, 0, batch.length);
       post({ type: "records", records: batch });
       batch = [];
+      waitForLogWriter(progress);
     }
     for (let n = wake.take(); n > 0; n--) {
       const cmd = await nextCommand();
@@ -82,7 +107,10 @@ async function main(): Promise<void> {
       }
     }
   }
-  if (batch.length > 0) post({ type: "records", records: batch });
+  if (batch.length > 0) {
+    Atomics.add(progress, 0, batch.length);
+    post({ type: "records", records: batch });
+  }
   post({ type: "stopped" });
 }
 

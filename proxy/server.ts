@@ -27,6 +27,7 @@ export async function startProxy(
   onRecord: (record: LogRecord) => void,
 ): Promise<RunningProxy> {
   const wake = createEventFd();
+  const progress = new Int32Array(new SharedArrayBuffer(8));
   const worker = new Worker(new URL("./engine_worker.ts", import.meta.url).href, {
     type: "module",
   });
@@ -62,6 +63,8 @@ export async function startProxy(
         break;
       case "records":
         for (const r of ev.records) onRecord(r);
+        Atomics.add(progress, 1, ev.records.length);
+        Atomics.notify(progress, 1);
         break;
       case "stopped":
         finish();
@@ -79,7 +82,9 @@ export async function startProxy(
     finish();
   };
   // The wake fd's number is valid in the Worker too: threads share the fd table.
-  worker.postMessage({ type: "start", config, wakeFd: wake.fd } satisfies EngineCommand);
+  worker.postMessage(
+    { type: "start", config, wakeFd: wake.fd, progress: progress.buffer } satisfies EngineCommand,
+  );
   await started;
   return {
     finished,
