@@ -15,9 +15,14 @@
 
 import { closeAll, type OwnedFd } from "../ffi/fd.ts";
 import { MAX_FDS, recvWithFds, sendWithFds } from "../ffi/socket.ts";
+import { BufferPool } from "./buffer_pool.ts";
 
 /** Size of the vhost-user header; its u32 at offset 8 is the payload length. */
 export const FRAME_HEADER_SIZE = 12;
+
+/** The relay's payload bound (rust-vmm's 4096): channels of that size share pooled buffers. */
+const POOLED_PAYLOAD = 4096;
+const framePool = new BufferPool(FRAME_HEADER_SIZE + POOLED_PAYLOAD, 64);
 
 /** A complete message as read from the wire. Buffers are views valid until the next read. */
 export interface Frame {
@@ -75,7 +80,9 @@ export class MessageChannel {
   constructor(socket: OwnedFd, options: { maxPayload: number }) {
     this.socket = socket;
     this.maxPayload = options.maxPayload;
-    this.#buf = new Uint8Array(new ArrayBuffer(FRAME_HEADER_SIZE + options.maxPayload));
+    this.#buf = options.maxPayload === POOLED_PAYLOAD
+      ? framePool.take()
+      : new Uint8Array(new ArrayBuffer(FRAME_HEADER_SIZE + options.maxPayload));
     this.#view = new DataView(this.#buf.buffer);
   }
 
@@ -236,8 +243,11 @@ export class MessageChannel {
 
   /** Closes the socket and every fd still held (partial input, queued output). */
   close(): void {
+    if (!this.socket.isOpen) return;
     this.#discard();
     this.#dropOutput();
     this.socket.close();
+    // Frames are only valid until the next read, and a closed channel reads no more.
+    framePool.give(this.#buf);
   }
 }

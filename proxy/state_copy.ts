@@ -30,6 +30,7 @@ import {
 } from "../ffi/pipe.ts";
 import { POLLERR, POLLHUP, POLLIN, POLLOUT } from "../ffi/poll.ts";
 import type { Reactor, Timer, Watch } from "../ffi/reactor.ts";
+import { BufferPool } from "./buffer_pool.ts";
 
 /** How the bytes moved. */
 export type CopyMode = "splice" | "copy" | "buffer";
@@ -93,6 +94,7 @@ export interface CopyResult {
 }
 
 const CHUNK = 1 << 20;
+const chunkPool = new BufferPool(CHUNK, 4);
 /** Most bytes moved per wake-up, so the main channel keeps its turn. */
 const PER_TURN = 4 * CHUNK;
 
@@ -146,7 +148,7 @@ export class StateCopy {
       : this.#trySplice()
       ? "splice"
       : "copy";
-    if (this.mode !== "splice") this.#buf = new Uint8Array(new ArrayBuffer(CHUNK));
+    if (this.mode !== "splice") this.#buf = chunkPool.take();
     this.#dump = options.dumpPath
       ? Deno.openSync(options.dumpPath, { write: true, create: true, truncate: true })
       : undefined;
@@ -295,7 +297,7 @@ export class StateCopy {
   }
 
   #drainHashPipe(hashR: OwnedFd, n: number): void {
-    this.#buf ??= new Uint8Array(new ArrayBuffer(CHUNK));
+    this.#buf ??= chunkPool.take();
     let left = n;
     while (left > 0) {
       const r = readFd(hashR, this.#buf, 0, Math.min(left, CHUNK));
@@ -425,6 +427,8 @@ export class StateCopy {
     this.#dst.close();
     if (this.#hashPipe) { for (const fd of this.#hashPipe) fd.close(); }
     this.#dump?.close();
+    if (this.#buf) chunkPool.give(this.#buf);
+    this.#buf = undefined;
     const result: CopyResult = {
       ok: error === undefined && !this.#truncated,
       mode: this.mode,
