@@ -35,7 +35,12 @@ import {
   protocolFeatureMask,
 } from "./features.ts";
 import { type Faults, parseFaults } from "./faults.ts";
-import type { DeviceStateRecord, StateDirection, TransferEndRecord } from "./log_record.ts";
+import type {
+  DeviceStateRecord,
+  StateDirection,
+  TransferEndRecord,
+  TransferStartRecord,
+} from "./log_record.ts";
 import { timestamp } from "./log_record.ts";
 import type { Session } from "./session.ts";
 import { type CopyResult, StateCopy } from "./state_copy.ts";
@@ -282,16 +287,7 @@ class DeviceStateHandler implements DeviceStateHooks {
       hash: this.#config.hash !== false,
       onDone: (result) => this.#copyDone(t, result, dump),
     });
-    this.#emit({
-      type: "device-state",
-      event: "transfer-start",
-      ts: timestamp(),
-      session: this.#s.id,
-      direction: t.direction,
-      phase: t.phase,
-      via,
-      mode: t.copy.mode,
-    });
+    this.#transferStarted(t, via, t.copy.mode);
     return {
       action: "forward",
       bytes: value & NO_FD ? frame.bytes : withU64(frame.bytes, value | NO_FD),
@@ -300,6 +296,19 @@ class DeviceStateHandler implements DeviceStateHooks {
         ? "the back-end's own fd is used; QEMU is told no fd (the proxy copies)"
         : `streaming ${t.direction} through the proxy pipe`,
     };
+  }
+
+  #transferStarted(t: Transfer, via: TransferStartRecord["via"], mode: string): void {
+    this.#emit({
+      type: "device-state",
+      event: "transfer-start",
+      ts: timestamp(),
+      session: this.#s.id,
+      direction: t.direction,
+      phase: t.phase,
+      via,
+      mode,
+    });
   }
 
   #copyDone(t: Transfer, result: CopyResult, dump: string | undefined): void {
@@ -441,16 +450,7 @@ class DeviceStateHandler implements DeviceStateHooks {
     const fd = t.qemuFd!;
     t.qemuFd = undefined;
     const started = performance.now();
-    this.#emit({
-      type: "device-state",
-      event: "transfer-start",
-      ts: timestamp(),
-      session: this.#s.id,
-      direction: t.direction,
-      phase: t.phase,
-      via: "emulated",
-      mode: "memory",
-    });
+    this.#transferStarted(t, "emulated", "memory");
     const done = (ok: boolean, blob: Uint8Array, bytes: number, error?: string) => {
       const result: CopyResult = {
         ok,

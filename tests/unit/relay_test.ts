@@ -9,53 +9,11 @@ import { createMemfd, readFd, writeFd } from "../../ffi/pipe.ts";
 import { createEventFd } from "../../ffi/poll.ts";
 import { socketPair } from "../../ffi/socket.ts";
 import type { LogRecord, MessageRecord, SessionEndRecord } from "../../proxy/log_record.ts";
-import { type RunningProxy, startProxy } from "../../proxy/server.ts";
+import { startProxy } from "../../proxy/server.ts";
+import { rig } from "../support/proxy_rig.ts";
 import { readU64, ScriptedListener, ScriptedPeer, u64 } from "../support/scripted_peer.ts";
 
 const REQ = 0x1, NEED_REPLY = 0x9, REPLY = 0x5;
-
-interface Rig {
-  dir: string;
-  proxy: RunningProxy;
-  backend: ScriptedListener;
-  records: LogRecord[];
-  front: ScriptedPeer;
-  back: ScriptedPeer;
-  stop(): Promise<void>;
-}
-
-async function rig(overrides: { stuckAfterMs?: number } = {}): Promise<Rig> {
-  const dir = Deno.makeTempDirSync({ prefix: "vup-relay-" });
-  const backend = new ScriptedListener(`${dir}/back.sock`);
-  const records: LogRecord[] = [];
-  const proxy = await startProxy({
-    listen: { path: `${dir}/front.sock` },
-    backend: backend.path,
-    frontDialect: "upstream",
-    backDialect: "upstream",
-    stuckAfterMs: overrides.stuckAfterMs ?? 0,
-    connectTimeoutMs: 2000,
-    logMessages: true,
-    deviceState: { mode: "relay" },
-  }, (r) => records.push(r));
-  const front = ScriptedPeer.connect(`${dir}/front.sock`);
-  const back = backend.accept();
-  return {
-    dir,
-    proxy,
-    backend,
-    records,
-    front,
-    back,
-    stop: async () => {
-      front.close();
-      back.close();
-      await proxy.stop();
-      backend.close();
-      Deno.removeSync(dir, { recursive: true });
-    },
-  };
-}
 
 /** Lets the Worker's record batches reach the main thread. */
 async function settle(ms = 50): Promise<void> {
