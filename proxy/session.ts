@@ -399,7 +399,10 @@ export class Session implements EndpointOwner {
       };
     }
     // Codes were matched already (across dialects); compare the payloads.
-    const v = checkReply({ ...request, code: reply.code }, reply);
+    const v = checkReply(
+      request.code === reply.code ? request : { ...request, code: reply.code },
+      reply,
+    );
     return v === undefined ? undefined : { field: v.field ?? v.kind, detail: v.detail };
   }
 
