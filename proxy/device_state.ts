@@ -15,8 +15,7 @@
 
 import { createHash } from "node:crypto";
 import { closeAll, type OwnedFd } from "../ffi/fd.ts";
-import { createPipe, writeAll } from "../ffi/pipe.ts";
-import type { Reactor } from "../ffi/reactor.ts";
+import { createPipe } from "../ffi/pipe.ts";
 import type { Frame } from "./channel.ts";
 import { createMessage, encodeMessage, type Message } from "./codec.ts";
 import type { DeviceStateHooks, Verdict } from "./device_state_hooks.ts";
@@ -44,11 +43,7 @@ import type {
 import { timestamp } from "./log_record.ts";
 import type { Session } from "./session.ts";
 import { type CopyResult, StateCopy } from "./state_copy.ts";
-import {
-  decodeVirtiofsdState,
-  encodeVirtiofsdState,
-  summarizeVirtiofsdState,
-} from "./virtiofsd_state.ts";
+import { decodeVirtiofsdState, summarizeVirtiofsdState } from "./virtiofsd_state.ts";
 import { translateProtocolFeatures } from "./dialect.ts";
 
 const FORWARD: Verdict = { action: "forward" };
@@ -634,60 +629,6 @@ function round(n: number): number {
 function sha256Hex(bytes: Uint8Array): string {
   return createHash("sha256").update(bytes).digest("hex");
 }
-
-/**
- * Runs the device-state code paths once (a small transfer between two pipes, blob decoders),
- * so that the first real migration does not pay for lazy compilation while the VM is stopped.
- */
-export function warmUpDeviceState(reactor: Reactor): void {
-  const [r1, w1] = createPipe();
-  const [r2, w2] = createPipe();
-  const blob = encodeVirtiofsdState({
-    version: 2,
-    inodes: [{ id: 1n, refcount: 1n, location: { kind: "root" } }],
-    nextInode: 2n,
-    handles: [],
-    nextHandle: 0n,
-    negotiatedOpts: {
-      writeback: false,
-      announceSubmounts: false,
-      posixAcl: false,
-      supGroupExtension: false,
-    },
-    mountPaths: new Map(),
-  });
-  let done = false;
-  const copy = new StateCopy(reactor, r1, w2, {
-    keepUpTo: KEEP_FOR_SUMMARY,
-    onDone: (result) => {
-      done = true;
-      if (result.blob) summarizeBlob(result.blob);
-    },
-  });
-  w1.setNonBlocking(false);
-  writeAll(w1, blob);
-  w1.close();
-  for (let i = 0; i < 10 && !done; i++) reactor.turn(10);
-  if (!done) copy.cancel("warm-up");
-  r2.close();
-  summarizeBlob(encodeEmulatedState(EMPTY_META, new Uint8Array(0)));
-  encodeMessage(createMessage({
-    channel: "main",
-    sender: "back-end",
-    request: "SET_DEVICE_STATE_FD",
-    payload: { layout: "device_state_result", error: 0, noFd: true, reserved: 0n },
-  }));
-}
-
-const EMPTY_META: EmulatedMeta = {
-  producer: "vhost-user-proxy",
-  createdAt: "",
-  virtioFeatures: "0x0",
-  protocolFeatures: "0x0",
-  backendVirtioFeatures: "0x0",
-  backendProtocolFeatures: "0x0",
-  vrings: [],
-};
 
 /** A decoded summary of a blob in a known format, for the log and `state show`. */
 export function summarizeBlob(blob: Uint8Array): Record<string, unknown> | undefined {

@@ -14,7 +14,7 @@
 
 import { Engine, type EngineConfig, WakeUp } from "./engine.ts";
 import type { LogRecord } from "./log_record.ts";
-import { deviceStateHooks, warmUpDeviceState } from "./device_state.ts";
+import { deviceStateHooks } from "./device_state.ts";
 
 /** Commands the main thread sends. */
 export type EngineCommand =
@@ -80,11 +80,6 @@ async function main(): Promise<void> {
     return;
   }
   engine.reactor.add(wake);
-  try {
-    warmUpDeviceState(engine.reactor);
-  } catch {
-    // Only an optimisation: the real transfers report their own errors.
-  }
   post({ type: "started" });
   // The "listening" record must not wait for the first wake-up: supervisors wait for it.
   Atomics.add(progress, 0, batch.length);
