@@ -6,6 +6,10 @@
  * @module
  */
 
+// The spec's transcription, not the proxy's catalogue: the harness stays independent of the
+// code under test.
+import { SPEC_FRONT_END_NAMES } from "../support/spec_names.ts";
+
 /** One request QEMU wrote, as traced. */
 export interface TracedRequest {
   /** Request code (front-end → back-end numbering of the upstream spec). */
@@ -15,56 +19,6 @@ export interface TracedRequest {
   /** Header flags QEMU sent (version 0x1, NEED_REPLY 0x8). */
   flags: number;
 }
-
-// Front-end request names of the upstream spec (protocol.md §1.5). Kept here so the harness
-// does not depend on the proxy's catalogue; the test tool must stay independent of the code
-// under test.
-const FRONT_END_REQUEST_NAMES: readonly string[] = [
-  "NONE",
-  "GET_FEATURES",
-  "SET_FEATURES",
-  "SET_OWNER",
-  "RESET_OWNER",
-  "SET_MEM_TABLE",
-  "SET_LOG_BASE",
-  "SET_LOG_FD",
-  "SET_VRING_NUM",
-  "SET_VRING_ADDR",
-  "SET_VRING_BASE",
-  "GET_VRING_BASE",
-  "SET_VRING_KICK",
-  "SET_VRING_CALL",
-  "SET_VRING_ERR",
-  "GET_PROTOCOL_FEATURES",
-  "SET_PROTOCOL_FEATURES",
-  "GET_QUEUE_NUM",
-  "SET_VRING_ENABLE",
-  "SEND_RARP",
-  "NET_SET_MTU",
-  "SET_BACKEND_REQ_FD",
-  "IOTLB_MSG",
-  "SET_VRING_ENDIAN",
-  "GET_CONFIG",
-  "SET_CONFIG",
-  "CREATE_CRYPTO_SESSION",
-  "CLOSE_CRYPTO_SESSION",
-  "POSTCOPY_ADVISE",
-  "POSTCOPY_LISTEN",
-  "POSTCOPY_END",
-  "GET_INFLIGHT_FD",
-  "SET_INFLIGHT_FD",
-  "GPU_SET_SOCKET",
-  "RESET_DEVICE",
-  "VRING_KICK",
-  "GET_MAX_MEM_SLOTS",
-  "ADD_MEM_REG",
-  "REM_MEM_REG",
-  "SET_STATUS",
-  "GET_STATUS",
-  "GET_SHARED_OBJECT",
-  "SET_DEVICE_STATE_FD",
-  "CHECK_DEVICE_STATE",
-];
 
 const TRACE_LINE = /vhost_user_write req:(\d+) flags:0x([0-9a-fA-F]+)/;
 
@@ -77,7 +31,7 @@ export function parseVhostUserTrace(text: string): TracedRequest[] {
     const code = Number(match[1]);
     requests.push({
       code,
-      name: FRONT_END_REQUEST_NAMES[code] ?? `UNKNOWN_${code}`,
+      name: SPEC_FRONT_END_NAMES[code] ?? `UNKNOWN_${code}`,
       flags: parseInt(match[2], 16),
     });
   }

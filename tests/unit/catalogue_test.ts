@@ -11,68 +11,11 @@ import {
 import { type LayoutName, LAYOUTS } from "../../proxy/layouts.ts";
 import { PROTOCOL_FEATURES, VIRTIO_FEATURES } from "../../proxy/features.ts";
 import { FIXTURES } from "./protocol_fixtures.ts";
+import { SPEC_BACKEND_NAMES, SPEC_FRONT_END_NAMES } from "../support/spec_names.ts";
 
-/** Front-end request names 1..44 as listed in spec §1.5. */
-const MAIN_NAMES = [
-  "GET_FEATURES",
-  "SET_FEATURES",
-  "SET_OWNER",
-  "RESET_OWNER",
-  "SET_MEM_TABLE",
-  "SET_LOG_BASE",
-  "SET_LOG_FD",
-  "SET_VRING_NUM",
-  "SET_VRING_ADDR",
-  "SET_VRING_BASE",
-  "GET_VRING_BASE",
-  "SET_VRING_KICK",
-  "SET_VRING_CALL",
-  "SET_VRING_ERR",
-  "GET_PROTOCOL_FEATURES",
-  "SET_PROTOCOL_FEATURES",
-  "GET_QUEUE_NUM",
-  "SET_VRING_ENABLE",
-  "SEND_RARP",
-  "NET_SET_MTU",
-  "SET_BACKEND_REQ_FD",
-  "IOTLB_MSG",
-  "SET_VRING_ENDIAN",
-  "GET_CONFIG",
-  "SET_CONFIG",
-  "CREATE_CRYPTO_SESSION",
-  "CLOSE_CRYPTO_SESSION",
-  "POSTCOPY_ADVISE",
-  "POSTCOPY_LISTEN",
-  "POSTCOPY_END",
-  "GET_INFLIGHT_FD",
-  "SET_INFLIGHT_FD",
-  "GPU_SET_SOCKET",
-  "RESET_DEVICE",
-  "VRING_KICK",
-  "GET_MAX_MEM_SLOTS",
-  "ADD_MEM_REG",
-  "REM_MEM_REG",
-  "SET_STATUS",
-  "GET_STATUS",
-  "GET_SHARED_OBJECT",
-  "SET_DEVICE_STATE_FD",
-  "CHECK_DEVICE_STATE",
-  "GET_SHMEM_CONFIG",
-];
-
-/** Back-end request names 1..10 as listed in spec §1.6. */
-const BACKEND_NAMES = [
-  "BACKEND_IOTLB_MSG",
-  "BACKEND_CONFIG_CHANGE_MSG",
-  "BACKEND_VRING_HOST_NOTIFIER_MSG",
-  "BACKEND_VRING_CALL",
-  "BACKEND_VRING_ERR",
-  "BACKEND_SHARED_OBJECT_ADD",
-  "BACKEND_SHARED_OBJECT_REMOVE",
-  "BACKEND_SHARED_OBJECT_LOOKUP",
-  "BACKEND_SHMEM_MAP",
-  "BACKEND_SHMEM_UNMAP",
-];
+/** Front-end request names 1..44 and back-end request names 1..10, as the spec lists them. */
+const MAIN_NAMES = SPEC_FRONT_END_NAMES.slice(1);
+const BACKEND_NAMES = SPEC_BACKEND_NAMES.slice(1);
 
 function layoutsOf(ref: LayoutRef): LayoutName[] {
   if (typeof ref === "string") return [ref];
