@@ -473,25 +473,8 @@ cat /run/writer.last
 if [ -e /run/writer.failed ]; then echo "failed at $(cat /run/writer.failed)"; fi
 `;
 
-/**
- * Guest script: a background process keeps `/mnt/held.txt` open (fd 7 appending, fd 8
- * reading); each request on /run/held.in goes out through fd 7 and everything new is read back
- * through fd 8 (same protocol as the direct harness test).
- */
-export const START_HOLDER = `
-mkfifo /run/held.in /run/held.out
-( exec 7>>/mnt/held.txt 8</mnt/held.txt
-  while true; do
-    read -r line </run/held.in
-    echo "$line" >&7
-    cat <&8 >/run/held.out
-  done ) </dev/null >/dev/null 2>&1 &
-`;
-
-/** Guest script: append `word` through the held fds and print what they read back. */
-export function holderRoundTrip(word: string): string {
-  return `echo ${word} >/run/held.in && cat /run/held.out`;
-}
+// The held-file guest scripts live with the harness; re-exported for the migration tests.
+export { holderRoundTrip, START_HOLDER } from "../harness/guest_scripts.ts";
 
 /** Lines of `text` that are not the numbers 1..n in order, described (empty if none). */
 export function sequenceGaps(text: string): string[] {

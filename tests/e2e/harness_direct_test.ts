@@ -7,8 +7,10 @@
 
 import assert from "node:assert/strict";
 import {
+  holderRoundTrip,
   migrate,
   readVhostUserTrace,
+  START_HOLDER,
   startCVirtiofsd,
   startTestpmd,
   startVirtiofsd,
@@ -17,27 +19,6 @@ import {
 } from "../harness/mod.ts";
 
 const TAG = "myfs";
-
-/**
- * Guest script: a background process keeps `/mnt/held.txt` open (fd 7 appending, fd 8
- * reading) across commands, so a migration happens while the guest holds open FUSE handles.
- * Each request on /run/held.in is appended through fd 7, then everything new is read back
- * through fd 8 and handed out on /run/held.out.
- */
-const START_HOLDER = `
-mkfifo /run/held.in /run/held.out
-( exec 7>>/mnt/held.txt 8</mnt/held.txt
-  while true; do
-    read -r line </run/held.in
-    echo "$line" >&7
-    cat <&8 >/run/held.out
-  done ) </dev/null >/dev/null 2>&1 &
-`;
-
-/** Guest script: append `word` through the held fds and print what they read back. */
-function holderRoundTrip(word: string): string {
-  return `echo ${word} >/run/held.in && cat /run/held.out`;
-}
 
 Deno.test("direct: guest on rust virtiofsd writes, lists and reads the share", async () => {
   await using dir = await TestDir.create("direct-fs");

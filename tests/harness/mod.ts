@@ -19,6 +19,7 @@
 
 export * from "./child.ts";
 export * from "./guest_agent.ts";
+export * from "./guest_scripts.ts";
 export * from "./migration.ts";
 export * from "./peers.ts";
 export * from "./qemu.ts";
