@@ -41,6 +41,7 @@ import type {
   TransferStartRecord,
 } from "./log_record.ts";
 import { timestamp } from "./log_record.ts";
+import { payloadU64, withPayloadU64 } from "./u64_payload.ts";
 import type { Session } from "./session.ts";
 import { type CopyResult, StateCopy } from "./state_copy.ts";
 import { decodeVirtiofsdState, summarizeVirtiofsdState } from "./virtiofsd_state.ts";
@@ -83,18 +84,6 @@ interface Transfer {
   heldEmulatedCheck?: Message;
 }
 
-function u64(payload: Uint8Array, offset = 0): bigint {
-  if (payload.length < offset + 8) return 0n;
-  return new DataView(payload.buffer, payload.byteOffset + offset, 8).getBigUint64(0, true);
-}
-
-/** A copy of a whole message with its u64 payload replaced. */
-function withU64(bytes: Uint8Array, value: bigint): Uint8Array {
-  const out = bytes.slice();
-  new DataView(out.buffer).setBigUint64(12, value, true);
-  return out;
-}
-
 const hex = (v: bigint) => `0x${v.toString(16)}`;
 
 class DeviceStateHandler implements DeviceStateHooks {
@@ -130,14 +119,14 @@ class DeviceStateHandler implements DeviceStateHooks {
     const p = frame.payload;
     switch (message.name) {
       case "GET_FEATURES":
-        if (isReply) this.#offeredVirtio = u64(p);
+        if (isReply) this.#offeredVirtio = payloadU64(p);
         return FORWARD;
       case "GET_PROTOCOL_FEATURES":
         return isReply ? this.#onProtocolFeaturesOffered(frame) : FORWARD;
       case "SET_PROTOCOL_FEATURES":
         return isReply ? FORWARD : this.#onProtocolFeaturesSet(frame);
       case "GET_QUEUE_NUM":
-        if (isReply) this.#queueNum = Number(u64(p));
+        if (isReply) this.#queueNum = Number(payloadU64(p));
         return FORWARD;
       case "SET_VRING_NUM":
       case "SET_VRING_BASE":
@@ -168,14 +157,14 @@ class DeviceStateHandler implements DeviceStateHooks {
   // ---- feature negotiation ------------------------------------------------------------------
 
   #onProtocolFeaturesOffered(frame: Frame): Verdict {
-    const offered = u64(frame.payload);
+    const offered = payloadU64(frame.payload);
     this.#offeredProtocol = offered;
     const bit = protocolFeatureMask("DEVICE_STATE", this.#s.options.backDialect);
     if (this.#mode === "emulate" && (offered & bit) === 0n) {
       this.#note("offering F_DEVICE_STATE to the front-end: the proxy holds the device state");
       return {
         action: "forward",
-        bytes: withU64(frame.bytes, offered | bit),
+        bytes: withPayloadU64(frame.bytes, offered | bit),
         note: "added F_DEVICE_STATE (emulated by the proxy)",
       };
     }
@@ -183,7 +172,7 @@ class DeviceStateHandler implements DeviceStateHooks {
       this.#note("hiding the back-end's F_DEVICE_STATE from the front-end (--device-state off)");
       return {
         action: "forward",
-        bytes: withU64(frame.bytes, offered & ~bit),
+        bytes: withPayloadU64(frame.bytes, offered & ~bit),
         note: "removed F_DEVICE_STATE (--device-state off)",
       };
     }
@@ -193,7 +182,7 @@ class DeviceStateHandler implements DeviceStateHooks {
   #onProtocolFeaturesSet(frame: Frame): Verdict {
     if (this.#mode !== "emulate") return FORWARD;
     const bit = protocolFeatureMask("DEVICE_STATE", this.#s.options.frontDialect);
-    const value = u64(frame.payload);
+    const value = payloadU64(frame.payload);
     if ((value & bit) === 0n) return FORWARD;
     const backBit = protocolFeatureMask("DEVICE_STATE", this.#s.options.backDialect);
     // Keep the bit only for a back-end that offered it itself (the proxy still answers).
@@ -201,7 +190,7 @@ class DeviceStateHandler implements DeviceStateHooks {
     if (keep) return FORWARD;
     return {
       action: "forward",
-      bytes: withU64(frame.bytes, value & ~bit),
+      bytes: withPayloadU64(frame.bytes, value & ~bit),
       note: "removed F_DEVICE_STATE (the proxy emulates it)",
     };
   }
@@ -248,7 +237,7 @@ class DeviceStateHandler implements DeviceStateHooks {
   #onSetFdReply(frame: Frame): Verdict {
     const t = this.#transfer;
     if (!t || t.outcome || !t.qemuFd) return FORWARD;
-    const value = u64(frame.payload);
+    const value = payloadU64(frame.payload);
     const error = value & 0xffn;
     if (error !== 0n) {
       closeAll(frame.fds);
@@ -285,7 +274,7 @@ class DeviceStateHandler implements DeviceStateHooks {
     this.#transferStarted(t, via, t.copy.mode);
     return {
       action: "forward",
-      bytes: value & NO_FD ? frame.bytes : withU64(frame.bytes, value | NO_FD),
+      bytes: value & NO_FD ? frame.bytes : withPayloadU64(frame.bytes, value | NO_FD),
       fds: [],
       note: via === "back-end-fd"
         ? "the back-end's own fd is used; QEMU is told no fd (the proxy copies)"
@@ -391,7 +380,7 @@ class DeviceStateHandler implements DeviceStateHooks {
 
   #onCheckReply(frame: Frame): Verdict {
     const t = this.#transfer;
-    const backendResult = u64(frame.payload);
+    const backendResult = payloadU64(frame.payload);
     let result = backendResult;
     const reasons: string[] = [];
     if (t?.outcome && !t.outcome.ok) {
@@ -416,7 +405,7 @@ class DeviceStateHandler implements DeviceStateHooks {
     if (result === backendResult) return FORWARD;
     return {
       action: "forward",
-      bytes: withU64(frame.bytes, result),
+      bytes: withPayloadU64(frame.bytes, result),
       note: `result changed from ${backendResult} to ${result} by the proxy`,
     };
   }

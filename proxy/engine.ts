@@ -6,8 +6,7 @@
  * @module
  */
 
-import type { OwnedFd } from "../ffi/fd.ts";
-import { OwnedFd as Fd } from "../ffi/fd.ts";
+import { OwnedFd } from "../ffi/fd.ts";
 import { createEventFd, drainEventFd, POLLIN } from "../ffi/poll.ts";
 import { Reactor, type Watch } from "../ffi/reactor.ts";
 import { acceptConnection, listenUnix, peerCredentials } from "../ffi/socket.ts";
@@ -76,7 +75,7 @@ export class Engine {
   /** Opens the listening socket (throws if it cannot) and starts accepting. */
   listen(): void {
     const l = this.config.listen;
-    this.#listener = "path" in l ? listenUnix(l.path, { mode: l.mode }) : new Fd(l.fd);
+    this.#listener = "path" in l ? listenUnix(l.path, { mode: l.mode }) : new OwnedFd(l.fd);
     if (!("path" in l)) this.#listener.setNonBlocking(true);
     const listener = this.#listener;
     this.#listenWatch = {
@@ -168,7 +167,7 @@ export class WakeUp implements Watch {
   #pending = 0;
 
   constructor(fd?: number) {
-    this.#fd = fd === undefined ? createEventFd() : new Fd(fd);
+    this.#fd = fd === undefined ? createEventFd() : new OwnedFd(fd);
   }
 
   get fd(): number {

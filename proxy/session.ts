@@ -21,11 +21,13 @@ import {
   decodeMessage,
   FLAG_NEED_REPLY,
   FLAG_REPLY,
+  HEADER_SIZE,
   type Message,
   messageToJson,
   type Negotiated,
   readHeader,
   replyExpected,
+  requestName,
   summarizeMessage,
 } from "./codec.ts";
 import { translateProtocolFeatures, translateRequestCode } from "./dialect.ts";
@@ -39,6 +41,7 @@ import type {
 } from "./log_record.ts";
 import { timestamp } from "./log_record.ts";
 import { MAX_PAYLOAD_SIZE } from "./protocol_errors.ts";
+import { payloadU64, withPayloadU64 } from "./u64_payload.ts";
 import type { DeviceStateHooks, Verdict } from "./device_state_hooks.ts";
 
 /** How a session behaves. */
@@ -252,18 +255,7 @@ export class Session implements EndpointOwner {
     const dialect = endpoint.peer === "front-end"
       ? this.options.frontDialect
       : this.options.backDialect;
-    const r = decodeMessage(
-      { request: code, flags: 1, size: 0 },
-      new Uint8Array(0),
-      0,
-      {
-        channel: endpoint.kind,
-        sender: endpoint.peer,
-        dialect,
-        negotiated: endpoint.peer === "front-end" ? this.frontView : this.backView,
-      },
-    );
-    return r.ok ? r.message.name : r.error.request;
+    return requestName(endpoint.kind, code, dialect);
   }
 
   #handle(from: Endpoint, frame: Frame): void {
@@ -416,10 +408,10 @@ export class Session implements EndpointOwner {
     switch (message.name) {
       case "SET_FEATURES":
         // Its REPLY_ACK ack is a u64 too: only the request carries features.
-        if (!isReply) this.frontView.virtio = this.backView.virtio = readU64(payload);
+        if (!isReply) this.frontView.virtio = this.backView.virtio = payloadU64(payload);
         break;
       case "SET_PROTOCOL_FEATURES":
-        if (fromFront) this.frontView.protocol = readU64(payload);
+        if (fromFront) this.frontView.protocol = payloadU64(payload);
         break;
       case "POSTCOPY_LISTEN":
         if (!isReply) this.frontView.postcopy = this.backView.postcopy = true;
@@ -603,13 +595,12 @@ export class Session implements EndpointOwner {
     if (bytes.length < 20) return bytes;
     const from = fromFront ? this.options.frontDialect : this.options.backDialect;
     const to = fromFront ? this.options.backDialect : this.options.frontDialect;
-    const value = readU64(bytes.subarray(12));
+    const value = payloadU64(bytes.subarray(HEADER_SIZE));
     let out = bytes;
     let translated = value;
     if (from !== to) {
       translated = translateProtocolFeatures(value, from, to).bits;
-      out = bytes.slice();
-      new DataView(out.buffer, out.byteOffset).setBigUint64(12, translated, true);
+      out = withPayloadU64(bytes, translated);
     }
     if (isSet && fromFront) this.backView.protocol = translated;
     return out;
@@ -781,9 +772,4 @@ function payloadJson(message: Message): Record<string, unknown> {
   const json = messageToJson(message);
   const inner = json.payload;
   return typeof inner === "object" && inner !== null ? inner as Record<string, unknown> : json;
-}
-
-function readU64(payload: Uint8Array): bigint {
-  if (payload.length < 8) return 0n;
-  return new DataView(payload.buffer, payload.byteOffset, 8).getBigUint64(0, true);
 }

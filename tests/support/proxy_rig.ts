@@ -7,8 +7,7 @@
 import type { DeviceStateConfig, EngineConfig } from "../../proxy/engine.ts";
 import type { LogRecord, MessageRecord } from "../../proxy/log_record.ts";
 import { type RunningProxy, startProxy } from "../../proxy/server.ts";
-import { ScriptedListener, type ScriptedPeer } from "./scripted_peer.ts";
-import { ScriptedPeer as Peer } from "./scripted_peer.ts";
+import { ScriptedListener, ScriptedPeer } from "./scripted_peer.ts";
 
 /** A proxy with one front-end and one back-end connected. */
 export interface Rig {
@@ -45,7 +44,7 @@ export async function rig(options: RigOptions = {}): Promise<Rig> {
     ...rest,
     deviceState: { mode: "relay", ...deviceState },
   }, (r) => records.push(r));
-  const front = Peer.connect(`${dir}/front.sock`);
+  const front = ScriptedPeer.connect(`${dir}/front.sock`);
   const back = backend.accept();
   const until = async (pred: (rs: LogRecord[]) => boolean, ms = 3000) => {
     const deadline = performance.now() + ms;
