@@ -92,19 +92,8 @@ export async function runBackendWrapper(
     stdout: "inherit",
     stderr: "inherit",
   }).spawn();
-  let proxy;
-  try {
-    proxy = await startProxy(
-      { ...o.engine, listen: split.listen, backend: privateSocket },
-      o.onRecord,
-    );
-  } catch (e) {
-    console.error(`vhost-user-proxy: ${e instanceof Error ? e.message : e}`);
-    child.kill("SIGTERM");
-    await child.status;
-    Deno.removeSync(dir, { recursive: true });
-    return 1;
-  }
+  // Listen before the socket exists (see cli.ts runCommand): a signal in the start-up window
+  // still stops the back-end and the proxy in order.
   let signalled = false;
   const onSignal = () => {
     signalled = true;
@@ -116,10 +105,27 @@ export async function runBackendWrapper(
   };
   Deno.addSignalListener("SIGTERM", onSignal);
   Deno.addSignalListener("SIGINT", onSignal);
+  const unlisten = () => {
+    Deno.removeSignalListener("SIGTERM", onSignal);
+    Deno.removeSignalListener("SIGINT", onSignal);
+  };
+  let proxy;
+  try {
+    proxy = await startProxy(
+      { ...o.engine, listen: split.listen, backend: privateSocket },
+      o.onRecord,
+    );
+  } catch (e) {
+    console.error(`vhost-user-proxy: ${e instanceof Error ? e.message : e}`);
+    child.kill("SIGTERM");
+    await child.status;
+    unlisten();
+    Deno.removeSync(dir, { recursive: true });
+    return 1;
+  }
   // The back-end ends the run: virtiofsd serves one connection and exits when QEMU leaves.
   const status = await child.status;
-  Deno.removeSignalListener("SIGTERM", onSignal);
-  Deno.removeSignalListener("SIGINT", onSignal);
+  unlisten();
   await proxy.stop(signalled ? "signal received" : `the back-end exited (code ${status.code})`);
   Deno.removeSync(dir, { recursive: true });
   return signalled ? 0 : status.code;

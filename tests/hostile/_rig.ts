@@ -193,8 +193,8 @@ export class ProxyProcess {
         // not yet
       }
       if (ready) {
-        // The CLI installs its signal handlers just after the socket appears (more fds): wait
-        // for the fd table to be still, so that fd baselines taken now are real.
+        // Start-up may still open fds after the socket appears (the log file, the Worker's
+        // runtime): wait for the fd table to be still, so that fd baselines taken now are real.
         let last = -1;
         while (performance.now() < deadline) {
           const n = p.fdCount();
