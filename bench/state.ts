@@ -5,9 +5,11 @@
 //            F_DEVICE_STATE, c/state_backend.c): directly, and through the proxy in relay mode,
 //            which interposes its own pipe and hashes every byte. Target: proxy ≥ 0.8× direct.
 //            A plain `state_stream write | state_stream read` pipe is printed as the ceiling.
-// downtime — live migrations of a real QEMU 10 guest with rust virtiofsd, directly and with a
-//            proxy on each side, alternating, each destination becoming the next source (one
-//            boot per path). Reports QEMU's own `downtime`; target: median proxy ≤ 1.05× direct.
+// downtime — live migrations of a real QEMU 10 guest with rust virtiofsd: directly, with the C
+//            poll relay on each side (the cost of the extra hop alone, as in the latency
+//            section), and with a proxy on each side; rotating, each destination becoming the
+//            next source (one boot per path). Reports QEMU's own `downtime`; target: median
+//            proxy ≤ 1.05× direct.
 //
 // Runs interleave the paths so drift on the 2-vCPU VM hits both alike; medians are reported.
 
@@ -73,14 +75,21 @@ export interface StreamResult {
   pass: boolean;
 }
 
+/** Downtime paths: QEMU straight to virtiofsd, through the C poll relay, through the proxy. */
+type DowntimePath = "direct" | "c" | "proxy";
+const DOWNTIME_PATHS: readonly DowntimePath[] = ["direct", "c", "proxy"];
+
 /** Medians of the downtime section. */
 export interface DowntimeResult {
   runs: number;
-  downtimeMs: Record<StreamPath, number[]>;
-  totalMs: Record<StreamPath, number[]>;
-  medianDowntimeMs: Record<StreamPath, number>;
-  medianTotalMs: Record<StreamPath, number>;
+  downtimeMs: Record<DowntimePath, number[]>;
+  totalMs: Record<DowntimePath, number[]>;
+  medianDowntimeMs: Record<DowntimePath, number>;
+  medianTotalMs: Record<DowntimePath, number>;
+  /** proxy / direct: the target. */
   ratio: number;
+  /** C relay / direct: what one extra hop per side costs with nothing else in it. */
+  ratioC: number;
   pass: boolean;
 }
 
@@ -204,40 +213,40 @@ export async function streamBench(
   };
 }
 
-/** The downtime section: two migration chains, one direct and one through proxies. */
+/** The downtime section: three migration chains, direct, through C relays, through proxies. */
 export async function downtimeBench(
+  ctx: StreamContext,
   opts: StateBenchOptions,
-  log: (line: string) => void,
 ): Promise<DowntimeResult> {
   await using rig = await MigrationRig.create("bench-downtime");
-  const chains: Record<StreamPath, string[][]> = { direct: [], proxy: [[]] };
-  const spec = (path: StreamPath, hop: number, incoming: boolean) => ({
+  const spec = (path: DowntimePath, hop: number, incoming: boolean) => ({
     name: `${path}-${hop}`,
     backend: "rust" as const,
-    proxies: chains[path],
+    proxies: path === "direct" ? [] : [[]],
+    relayBin: path === "c" ? ctx.bins.poll_relay : undefined,
     incoming,
     // Like the latency and stream sections: the bare relay (`--quiet`, no JSONL log).
     proxyLog: false,
   });
-  log("booting the direct and the proxied guest…");
-  const booted = await Promise.allSettled([
-    rig.startSide(spec("direct", 0, false)),
-    rig.startSide(spec("proxy", 0, false)),
-  ]);
+  ctx.log("booting the direct, the C-relayed and the proxied guest…");
+  const booted = await Promise.allSettled(
+    DOWNTIME_PATHS.map((p) => rig.startSide(spec(p, 0, false))),
+  );
   const failed = booted.find((b): b is PromiseRejectedResult => b.status === "rejected");
   if (failed) throw failed.reason;
-  const current = {
-    direct: (booted[0] as PromiseFulfilledResult<Side>).value,
-    proxy: (booted[1] as PromiseFulfilledResult<Side>).value,
-  };
+  const current = Object.fromEntries(
+    DOWNTIME_PATHS.map((p, i) => [p, (booted[i] as PromiseFulfilledResult<Side>).value]),
+  ) as Record<DowntimePath, Side>;
   // An open file gives virtiofsd a state with handles, as a real guest has.
   for (const side of Object.values(current)) await side.vm.agent.check(START_HOLDER);
 
-  const downtimeMs: Record<StreamPath, number[]> = { direct: [], proxy: [] };
-  const totalMs: Record<StreamPath, number[]> = { direct: [], proxy: [] };
+  const perPath = <T>(make: () => T) =>
+    Object.fromEntries(DOWNTIME_PATHS.map((p) => [p, make()])) as Record<DowntimePath, T>;
+  const downtimeMs = perPath<number[]>(() => []);
+  const totalMs = perPath<number[]>(() => []);
   for (let run = 1; run <= opts.downtimeRuns; run++) {
-    // Alternate which path goes first, so neither always follows the other's clean-up.
-    const order: StreamPath[] = run % 2 ? ["direct", "proxy"] : ["proxy", "direct"];
+    // Rotate which path goes first, so none always follows another's clean-up.
+    const order = DOWNTIME_PATHS.map((_, i) => DOWNTIME_PATHS[(i + run) % DOWNTIME_PATHS.length]);
     for (const path of order) {
       const src = current[path];
       const dst = await rig.startSide(spec(path, run, true));
@@ -245,7 +254,9 @@ export async function downtimeBench(
       if (result.status !== "completed" || result.downtimeMs === undefined) {
         throw new Error(`${path} migration ${run} failed: ${describeMigration(result)}`);
       }
-      log(`downtime ${path} run ${run}: ${result.downtimeMs} ms (total ${result.totalTimeMs} ms)`);
+      ctx.log(
+        `downtime ${path} run ${run}: ${result.downtimeMs} ms (total ${result.totalTimeMs} ms)`,
+      );
       downtimeMs[path].push(result.downtimeMs);
       totalMs[path].push(result.totalTimeMs ?? NaN);
       await dst.vm.agent.waitReady({ timeoutMs: 30_000 });
@@ -253,15 +264,21 @@ export async function downtimeBench(
       current[path] = dst;
     }
   }
-  const medianDowntimeMs = { direct: median(downtimeMs.direct), proxy: median(downtimeMs.proxy) };
+  const medianDowntimeMs = perPath(() => 0);
+  const medianTotalMs = perPath(() => 0);
+  for (const p of DOWNTIME_PATHS) {
+    medianDowntimeMs[p] = median(downtimeMs[p]);
+    medianTotalMs[p] = median(totalMs[p]);
+  }
   const ratio = medianDowntimeMs.proxy / medianDowntimeMs.direct;
   return {
     runs: opts.downtimeRuns,
     downtimeMs,
     totalMs,
     medianDowntimeMs,
-    medianTotalMs: { direct: median(totalMs.direct), proxy: median(totalMs.proxy) },
+    medianTotalMs,
     ratio,
+    ratioC: medianDowntimeMs.c / medianDowntimeMs.direct,
     pass: ratio <= DOWNTIME_TARGET,
   };
 }
@@ -298,18 +315,26 @@ function spread(xs: number[]): string {
   return xs.length === 0 ? "-" : `${Math.min(...xs)}–${Math.max(...xs)} ms`;
 }
 
+const DOWNTIME_LABELS: Record<DowntimePath, string> = {
+  direct: "direct",
+  c: "C relay",
+  proxy: "proxy",
+};
+
 /** The downtime section's lines. */
 export function downtimeText(r: DowntimeResult): string {
-  const line = (path: StreamPath) =>
-    `  ${path.padEnd(7)} downtime median ${fixed(r.medianDowntimeMs[path], 0).padStart(5)} ms ` +
+  const line = (path: DowntimePath) =>
+    `  ${DOWNTIME_LABELS[path].padEnd(9)} downtime median ${
+      fixed(r.medianDowntimeMs[path], 0).padStart(5)
+    } ms ` +
     `[${r.downtimeMs[path].join(", ")}]   total median ${fixed(r.medianTotalMs[path], 0)} ms`;
   return [
     `migration downtime (QEMU 10 + rust virtiofsd, TCG), ${r.runs} migrations per path`,
-    line("direct"),
-    line("proxy"),
+    ...DOWNTIME_PATHS.map(line),
     `  ratio proxy/direct: ${fixed(r.ratio, 2)}×  (target ≤ ${DOWNTIME_TARGET}×): ` +
     `${r.pass ? "PASS" : "MISSED"}`,
-    `  spread: direct ${spread(r.downtimeMs.direct)}, proxy ${spread(r.downtimeMs.proxy)}`,
+    `  ratio C relay/direct: ${fixed(r.ratioC, 2)}×  (the extra hop alone)`,
+    `  spread: ${DOWNTIME_PATHS.map((p) => `${p} ${spread(r.downtimeMs[p])}`).join(", ")}`,
   ].join("\n");
 }
 
@@ -352,7 +377,7 @@ export async function runStateSections(
   if (opts.sections.includes("downtime")) {
     ctx.log("migration downtime bench (real QEMU + virtiofsd)…");
     try {
-      json.downtime = await downtimeBench(opts, ctx.log);
+      json.downtime = await downtimeBench(ctx, opts);
       console.log(`\n${downtimeText(json.downtime)}`);
     } catch (e) {
       if (ctx.children.closed) throw e;

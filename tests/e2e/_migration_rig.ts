@@ -61,6 +61,11 @@ export interface ProxyProcessOptions {
   args?: string[];
   /** Write the JSONL log (default true); the bench turns it off to time the bare relay. */
   log?: boolean;
+  /**
+   * Run this program as `<relayBin> <listen> <backend>` instead of the proxy: the bench's C
+   * poll relay (bench/c/poll_relay.c), the cost of an extra hop with nothing else. No log.
+   */
+  relayBin?: string;
 }
 
 /** A running `bin/vhost-user-proxy run` with its JSON Lines log. Disposing it stops it. */
@@ -134,7 +139,8 @@ export class ProxyProcess implements AsyncDisposable {
  */
 export async function startProxyProcess(options: ProxyProcessOptions): Promise<ProxyProcess> {
   const logPath = `${options.dir}/${options.name}.jsonl`;
-  const args = [
+  const cmd = options.relayBin ?? PROXY_BIN;
+  const args = options.relayBin ? [options.listen, options.backend] : [
     "run",
     ...["--listen", options.listen],
     ...["--backend", options.backend],
@@ -145,7 +151,7 @@ export async function startProxyProcess(options: ProxyProcessOptions): Promise<P
   await Deno.remove(options.listen).catch(() => {});
   const child = new Child({
     name: options.name,
-    cmd: PROXY_BIN,
+    cmd,
     args,
     stdoutPath: `${options.dir}/${options.name}.stdout.log`,
     stderrPath: `${options.dir}/${options.name}.stderr.log`,
@@ -173,7 +179,7 @@ export async function startProxyProcess(options: ProxyProcessOptions): Promise<P
     listen: options.listen,
     backend: options.backend,
     logPath,
-    argv: [PROXY_BIN, ...args],
+    argv: [cmd, ...args],
     child,
   });
 }
@@ -260,6 +266,8 @@ export interface SideSpec {
   stateDump?: boolean;
   /** Proxies write their JSONL log (default true). */
   proxyLog?: boolean;
+  /** Every hop of `proxies` runs this relay program instead (see `ProxyProcessOptions`). */
+  relayBin?: string;
   /** A migration destination (`-incoming defer`): no boot wait. */
   incoming?: boolean;
   /** Record QEMU's vhost-user requests (`vm.paths.trace`). */
@@ -374,6 +382,7 @@ export class MigrationRig implements AsyncDisposable {
         backend,
         args: [...chain[index], ...(dumpDir ? ["--state-dump", dumpDir] : [])],
         log: spec.proxyLog,
+        relayBin: spec.relayBin,
       });
       this.#stoppers.push(() => proxy.stop());
       proxies.unshift(proxy);
