@@ -15,6 +15,7 @@
 
 import { createHash } from "node:crypto";
 import { closeAll, type OwnedFd } from "../ffi/fd.ts";
+import type { Timer } from "../ffi/reactor.ts";
 import { createPipe } from "../ffi/pipe.ts";
 import type { Frame } from "./channel.ts";
 import { createMessage, encodeMessage, type Message } from "./codec.ts";
@@ -54,6 +55,11 @@ const NO_FD = 0x100n;
 const KEEP_FOR_SUMMARY = 16 << 20;
 /** Most an emulated LOAD may bring. */
 const EMULATED_LIMIT = 64 << 20;
+/**
+ * How long a transfer-end record waits after the copy: longer than the rest of a switch-over
+ * (CHECK, then the destination's ring start: ~5 ms measured under TCG), short for a reader.
+ */
+const RECORD_DELAY_MS = 100;
 /** Virtio bit 30, always offered by a back-end with protocol features. */
 const PROTOCOL_FEATURES_BIT = 1n << 30n;
 
@@ -97,6 +103,9 @@ class DeviceStateHandler implements DeviceStateHooks {
   #configHex: string | undefined;
   #transfer: Transfer | undefined;
   #count = 0;
+  /** Transfer-end records waiting for the switch-over to be over (see `#copyDone`). */
+  #deferred: (() => void)[] = [];
+  #deferredTimer: Timer | undefined;
 
   constructor(session: Session, config: DeviceStateConfig) {
     this.#s = session;
@@ -313,21 +322,28 @@ class DeviceStateHandler implements DeviceStateHooks {
     if (result.error) record.error = result.error;
     if (dump) record.dump = dump;
     if (this.#faults.specs.length > 0) record.faults = this.#faults.specs;
-    // The VM is stopped while QEMU waits for CHECK_DEVICE_STATE: relay it before decoding the
-    // blob for the log, so that the summary never adds to the migration's downtime.
-    const logEnd = () => {
+    if (t.held || t.heldEmulatedCheck) this.#releaseHeld(t);
+    // The VM is stopped until QEMU has had CHECK_DEVICE_STATE answered and, on the destination,
+    // has started the rings again: decoding the blob and writing the record on this thread would
+    // sit in front of those messages (measured: 1–2 ms on the first transfer of a process). So
+    // the record, stamped now, is written once the switch-over is over, or when the session ends.
+    this.#deferred.push(() => {
       if (result.blob) {
         const summary = summarizeBlob(result.blob);
         if (summary) record.state = summary;
       }
       this.#emit(record);
-    };
-    if (t.held || t.heldEmulatedCheck) {
-      this.#releaseHeld(t);
-      logEnd();
-    } else {
-      logEnd();
-    }
+    });
+    this.#deferredTimer ??= this.#s.reactor.setTimer(RECORD_DELAY_MS, () => this.#flushDeferred());
+  }
+
+  /** Writes the records held back by `#copyDone`, in order. */
+  #flushDeferred(): void {
+    this.#deferredTimer?.cancel();
+    this.#deferredTimer = undefined;
+    const pending = this.#deferred;
+    this.#deferred = [];
+    for (const write of pending) write();
   }
 
   // ---- CHECK_DEVICE_STATE -------------------------------------------------------------------
@@ -601,6 +617,7 @@ class DeviceStateHandler implements DeviceStateHooks {
   }
 
   close(): void {
+    this.#flushDeferred();
     const t = this.#transfer;
     if (t && !t.outcome) this.#end(t, "the session ended");
     else if (t) {

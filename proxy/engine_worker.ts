@@ -15,6 +15,7 @@
 import { Engine, type EngineConfig, WakeUp } from "./engine.ts";
 import type { LogRecord } from "./log_record.ts";
 import { deviceStateHooks } from "./device_state.ts";
+import { warmUpDeviceState } from "./warm_up.ts";
 
 /** Commands the main thread sends. */
 export type EngineCommand =
@@ -80,6 +81,13 @@ async function main(): Promise<void> {
     return;
   }
   engine.reactor.add(wake);
+  if (start.config.deviceState.mode === "relay") {
+    try {
+      warmUpDeviceState();
+    } catch {
+      // Only an optimisation: real transfers report their own errors.
+    }
+  }
   post({ type: "started" });
   // The "listening" record must not wait for the first wake-up: supervisors wait for it.
   Atomics.add(progress, 0, batch.length);

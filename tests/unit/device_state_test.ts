@@ -125,7 +125,11 @@ Deno.test("SET_DEVICE_STATE_FD(SAVE) relays the pipe: the back-end gets the prox
     assert.equal(got.length, data.length);
     assert.equal(sha(got), sha(data));
     assert.equal(check(r.front, r.back, 0n), 0n);
-    await r.until((rs) => rs.some((x) => x.type === "device-state" && x.event === "check"));
+    // The transfer-end record (blob decoded, hash) waits until the switch-over is over: it is
+    // written after the CHECK exchange, never in front of it.
+    await r.until((rs) => ends(rs).length > 0);
+    const order = r.records.map((x) => x.type === "device-state" ? x.event : "");
+    assert.ok(order.indexOf("check") < order.indexOf("transfer-end"), order.join(","));
     const [end] = ends(r.records);
     assert.equal(end.direction, "SAVE");
     assert.equal(end.ok, true);
