@@ -22,11 +22,13 @@ import {
   checkRecords,
   describeMigration,
   MigrationRig,
+  type ProxyProcess,
   type Side,
   type SideSpec,
   START_HOLDER,
   transferEnds,
   transferStarts,
+  waitTransferEnd,
 } from "./_migration_rig.ts";
 
 /**
@@ -122,6 +124,24 @@ async function startSides(rig: MigrationRig, specs: SideSpec[]): Promise<Side[]>
   return settled.map((s) => (s as PromiseFulfilledResult<Side>).value);
 }
 
+/**
+ * Retries `c.logShows` for a few seconds: a transfer-end record is written after the
+ * switch-over (about 100 ms after its copy ended), so it may not be in the log the moment QEMU
+ * reports the migration's end.
+ */
+async function eventuallyShows(c: FaultCase, proxy: ProxyProcess): Promise<void> {
+  const deadline = Date.now() + 5_000;
+  for (;;) {
+    try {
+      c.logShows(await proxy.records());
+      return;
+    } catch (error) {
+      if (Date.now() > deadline) throw error;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+
 /** File-name friendly label of a case. */
 function label(c: FaultCase): string {
   return `${c.on === "source" ? "s" : "d"}-${c.fault.replace(/[^a-z0-9]+/g, "-")}`;
@@ -148,7 +168,7 @@ Deno.test("faults: every broken transfer fails cleanly; a delayed one succeeds l
     await assertFailedCleanly(result, src, dst);
     const faultyProxy = c.on === "source" ? src.frontProxy : dst.frontProxy;
     try {
-      c.logShows(await faultyProxy.records());
+      await eventuallyShows(c, faultyProxy);
     } catch (error) {
       throw new Error(
         `${c.on} fault ${c.fault}: ${(error as Error).message}\n${await src
@@ -184,6 +204,7 @@ Deno.test("faults: every broken transfer fails cleanly; a delayed one succeeds l
     `downtime ${slow.downtimeMs} ms should exceed the ${DELAY_MS} ms delay and the ` +
       `${baseline.downtimeMs} ms baseline`,
   );
+  await waitTransferEnd(delayed.frontProxy, "SAVE");
   const records = await delayed.frontProxy.records();
   const [start] = transferStarts(records, "SAVE");
   const [save] = transferEnds(records, "SAVE");
