@@ -10,6 +10,7 @@
  */
 
 import { socketPair } from "../../ffi/socket.ts";
+import { socketExists } from "../harness/wait.ts";
 import type {
   LogRecord,
   ProblemRecord,
@@ -20,7 +21,8 @@ import { ScriptedListener, ScriptedPeer, type WireMessage } from "../support/scr
 import { frame, PF, readU64, REPLY, REQ, sleepSync, u64, VIRTIO_FEATURES } from "./_wire.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
-const LAUNCHER = `${ROOT}bin/vhost-user-proxy`;
+/** The proxy's launcher, the CLI contract every test here drives. */
+export const LAUNCHER = `${ROOT}bin/vhost-user-proxy`;
 
 /** Options of a proxy run. */
 export interface ProxyOptions {
@@ -186,13 +188,7 @@ export class ProxyProcess {
     p.pid = p.child.pid;
     const deadline = performance.now() + 60_000;
     for (;;) {
-      let ready = false;
-      try {
-        ready = Deno.lstatSync(p.listenPath).isSocket === true;
-      } catch {
-        // not yet
-      }
-      if (ready) {
+      if (await socketExists(p.listenPath)) {
         // Start-up may still open fds after the socket appears (the log file, the Worker's
         // runtime): wait for the fd table to be still, so that fd baselines taken now are real.
         let last = -1;

@@ -7,7 +7,8 @@
 import assert from "node:assert/strict";
 import type { ProblemRecord, SessionStartRecord } from "../../proxy/log_record.ts";
 import type { ScriptedPeer } from "../support/scripted_peer.ts";
-import { drain, ProxyProcess, tryRecv } from "./_rig.ts";
+import { socketExists, waitFor } from "../harness/wait.ts";
+import { drain, LAUNCHER, ProxyProcess, tryRecv } from "./_rig.ts";
 import {
   frame,
   NEED_REPLY,
@@ -205,21 +206,21 @@ Deno.test({
   fn: async () => {
     // The engine binds on its own thread; the CLI must already be listening for signals then.
     // Before that was so, about one start in four died of the signal (exit 143).
-    const launcher = new URL("../../bin/vhost-user-proxy", import.meta.url).pathname;
     for (let round = 0; round < 8; round++) {
       const dir = Deno.makeTempDirSync({ prefix: "vup-sigterm-" });
       try {
         const listen = `${dir}/listen.sock`;
-        const child = new Deno.Command(launcher, {
+        const child = new Deno.Command(LAUNCHER, {
           args: ["run", "--listen", listen, "--backend", `${dir}/none.sock`, "--quiet"],
           stdin: "null",
           stdout: "null",
           stderr: "null",
         }).spawn();
-        const deadline = performance.now() + 30_000;
-        while (!existsSocket(listen) && performance.now() < deadline) {
-          await new Promise((r) => setTimeout(r, 1));
-        }
+        await waitFor(async () => (await socketExists(listen)) || undefined, {
+          what: `the proxy's socket "${listen}"`,
+          timeoutMs: 30_000,
+          intervalMs: 1,
+        });
         child.kill("SIGTERM");
         const status = await child.status;
         assert.equal(
@@ -233,14 +234,6 @@ Deno.test({
     }
   },
 });
-
-function existsSocket(path: string): boolean {
-  try {
-    return Deno.lstatSync(path).isSocket === true;
-  } catch {
-    return false;
-  }
-}
 
 /**
  * Writes `make(i)` on `peer` until its socket has taken nothing for 200 ms: then the proxy
