@@ -16,6 +16,7 @@
 
 import assert from "node:assert/strict";
 import type { LogRecord } from "../../proxy/log_record.ts";
+import { waitFor } from "../harness/wait.ts";
 import {
   assertFailedCleanly,
   assertGuestUsable,
@@ -130,16 +131,20 @@ async function startSides(rig: MigrationRig, specs: SideSpec[]): Promise<Side[]>
  * reports the migration's end.
  */
 async function eventuallyShows(c: FaultCase, proxy: ProxyProcess): Promise<void> {
-  const deadline = Date.now() + 5_000;
-  for (;;) {
+  let last: unknown;
+  await waitFor(async () => {
     try {
       c.logShows(await proxy.records());
-      return;
+      return true;
     } catch (error) {
-      if (Date.now() > deadline) throw error;
-      await new Promise((r) => setTimeout(r, 100));
+      last = error;
+      return undefined;
     }
-  }
+  }, {
+    what: `the log of fault ${c.fault} to show its records`,
+    timeoutMs: 5_000,
+    detail: () => (last instanceof Error ? last.message : String(last)),
+  });
 }
 
 /** File-name friendly label of a case. */
