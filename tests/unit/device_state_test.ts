@@ -11,7 +11,7 @@ import { createPipe, readFd, writeFd } from "../../ffi/pipe.ts";
 import { POLLIN, POLLOUT, PollSet } from "../../ffi/poll.ts";
 import { decodeEmulatedState } from "../../proxy/emulated_state.ts";
 import type { LogRecord, TransferEndRecord } from "../../proxy/log_record.ts";
-import { messages, rig, type RigOptions } from "../support/proxy_rig.ts";
+import { messages, type Rig, rig, type RigOptions } from "../support/proxy_rig.ts";
 import { readU64, type ScriptedPeer, u64 } from "../support/scripted_peer.ts";
 
 const REQ = 0x1, REPLY = 0x5;
@@ -96,9 +96,17 @@ function check(front: ScriptedPeer, back: ScriptedPeer, backResult: bigint): big
   return readU64(rep.payload);
 }
 
+/** QEMU sends `request`, the back-end answers it with `value`: returns what QEMU is told. */
+function ask(r: Rig, request: number, value: bigint): bigint {
+  r.front.send({ request, flags: REQ });
+  r.back.expect();
+  r.back.send({ request, flags: REPLY, payload: u64(value) });
+  return readU64(r.front.expect().payload);
+}
+
 async function withRig(
   options: RigOptions,
-  body: (r: Awaited<ReturnType<typeof rig>>) => Promise<void> | void,
+  body: (r: Rig) => Promise<void> | void,
 ) {
   const r = await rig(options);
   try {
@@ -246,14 +254,8 @@ Deno.test("fault state-corrupt flips bytes: the hashes of what went in and out d
 Deno.test("emulate: F_DEVICE_STATE offered, stripped towards the back-end, SAVE then LOAD verified", async () => {
   let blob: Uint8Array = new Uint8Array(0);
   await withRig({ deviceState: { mode: "emulate" } }, (r) => {
-    r.front.send({ request: 1, flags: REQ });
-    r.back.expect();
-    r.back.send({ request: 1, flags: REPLY, payload: u64(0x1_4400_0000n) });
-    r.front.expect();
-    r.front.send({ request: 15, flags: REQ });
-    r.back.expect();
-    r.back.send({ request: 15, flags: REPLY, payload: u64(0x2n | 0x8n) });
-    const offered = readU64(r.front.expect().payload);
+    ask(r, 1, 0x1_4400_0000n);
+    const offered = ask(r, 15, 0x2n | 0x8n);
     assert.equal(offered & (1n << 19n), 1n << 19n, "QEMU is offered F_DEVICE_STATE");
     r.front.send({ request: 16, flags: REQ, payload: u64(0x2n | 0x8n | (1n << 19n)) });
     assert.equal(readU64(r.back.expect().payload), 0xan, "the back-end never sees bit 19");
@@ -277,14 +279,8 @@ Deno.test("emulate: F_DEVICE_STATE offered, stripped towards the back-end, SAVE 
     ] as const
   ) {
     await withRig({ deviceState: { mode: "emulate" } }, (r) => {
-      r.front.send({ request: 1, flags: REQ });
-      r.back.expect();
-      r.back.send({ request: 1, flags: REPLY, payload: u64(0x1_4400_0000n) });
-      r.front.expect();
-      r.front.send({ request: 15, flags: REQ });
-      r.back.expect();
-      r.back.send({ request: 15, flags: REPLY, payload: u64(0x2n | 0x8n) });
-      r.front.expect();
+      ask(r, 1, 0x1_4400_0000n);
+      ask(r, 15, 0x2n | 0x8n);
       const [qr, qw] = createPipe();
       r.front.send({ request: SET_STATE, flags: REQ, payload: params(LOAD), fds: [qr] });
       assert.equal(readU64(r.front.expect().payload), 0x100n);
@@ -300,19 +296,13 @@ Deno.test("emulate: F_DEVICE_STATE offered, stripped towards the back-end, SAVE 
 
 Deno.test("--device-state off hides F_DEVICE_STATE from the front-end", async () => {
   await withRig({ deviceState: { mode: "off" } }, (r) => {
-    r.front.send({ request: 15, flags: REQ });
-    r.back.expect();
-    r.back.send({ request: 15, flags: REPLY, payload: u64(0x8a42bn) });
-    assert.equal(readU64(r.front.expect().payload), 0x8a42bn & ~(1n << 19n));
+    assert.equal(ask(r, 15, 0x8a42bn), 0x8a42bn & ~(1n << 19n));
   });
 });
 
 Deno.test("rfc2023 back-end: SET_DEVICE_STATE_FD travels as 41, F_MIGRATORY_STATE bit 17 becomes bit 19", async () => {
   await withRig({ backDialect: "rfc2023" }, (r) => {
-    r.front.send({ request: 15, flags: REQ });
-    r.back.expect();
-    r.back.send({ request: 15, flags: REPLY, payload: u64((1n << 17n) | 0x8n) });
-    assert.equal(readU64(r.front.expect().payload), (1n << 19n) | 0x8n);
+    assert.equal(ask(r, 15, (1n << 17n) | 0x8n), (1n << 19n) | 0x8n);
     r.front.send({ request: 16, flags: REQ, payload: u64((1n << 19n) | 0x8n) });
     assert.equal(readU64(r.back.expect().payload), (1n << 17n) | 0x8n);
     const qemuRead = sendSave(r.front);
