@@ -9,7 +9,7 @@ import { parseArgs } from "node:util";
 import type { Dialect } from "./proxy/catalogue.ts";
 import type { DeviceStateConfig, EngineConfig } from "./proxy/engine.ts";
 import { fanOut, humanSink, jsonLinesSink, type Sink } from "./proxy/log_sink.ts";
-import { type RunningProxy, startProxy } from "./proxy/server.ts";
+import { listenForStopSignals, type RunningProxy, startProxy } from "./proxy/server.ts";
 import { parseFaults } from "./proxy/faults.ts";
 import { stateShow } from "./proxy/state_show.ts";
 import { runBackendWrapper } from "./proxy/backend_wrapper.ts";
@@ -154,16 +154,12 @@ async function runCommand(args: string[]): Promise<number> {
     listen: { path: values.listen, mode: socketMode },
     backend: values.backend,
   };
-  // Listen before the socket exists: the engine accepts sessions on its own thread as soon as it
-  // has bound, and a SIGTERM in the window before we listen would kill the process uncleanly.
   let proxy: RunningProxy | undefined;
   let signalled = false;
-  const stop = () => {
+  const unlisten = listenForStopSignals(() => {
     signalled = true;
     proxy?.stop("signal received");
-  };
-  Deno.addSignalListener("SIGINT", stop);
-  Deno.addSignalListener("SIGTERM", stop);
+  });
   try {
     try {
       proxy = await startProxy(config, sink);
@@ -175,8 +171,7 @@ async function runCommand(args: string[]): Promise<number> {
     await proxy.finished;
     return 0;
   } finally {
-    Deno.removeSignalListener("SIGINT", stop);
-    Deno.removeSignalListener("SIGTERM", stop);
+    unlisten();
     close();
   }
 }

@@ -16,7 +16,7 @@
 
 import type { EngineConfig } from "./engine.ts";
 import type { LogRecord } from "./log_record.ts";
-import { startProxy } from "./server.ts";
+import { listenForStopSignals, startProxy } from "./server.ts";
 
 /** What the wrapper took from the back-end's command line. */
 export interface SplitArgs {
@@ -92,23 +92,16 @@ export async function runBackendWrapper(
     stdout: "inherit",
     stderr: "inherit",
   }).spawn();
-  // Listen before the socket exists (see cli.ts runCommand): a signal in the start-up window
-  // still stops the back-end and the proxy in order.
+  // A signal ends the back-end; its exit then stops the proxy (below), in order.
   let signalled = false;
-  const onSignal = () => {
+  const unlisten = listenForStopSignals(() => {
     signalled = true;
     try {
       child.kill("SIGTERM");
     } catch {
       // already gone
     }
-  };
-  Deno.addSignalListener("SIGTERM", onSignal);
-  Deno.addSignalListener("SIGINT", onSignal);
-  const unlisten = () => {
-    Deno.removeSignalListener("SIGTERM", onSignal);
-    Deno.removeSignalListener("SIGINT", onSignal);
-  };
+  });
   let proxy;
   try {
     proxy = await startProxy(

@@ -94,3 +94,16 @@ export async function startProxy(
     },
   };
 }
+
+/**
+ * Calls `onStop` on SIGINT and SIGTERM until the returned function is called. Install it before
+ * {@linkcode startProxy}: the Worker serves sessions as soon as it has bound, and a signal before
+ * the listener exists would kill the process with the default action.
+ */
+export function listenForStopSignals(onStop: () => void): () => void {
+  const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
+  for (const s of signals) Deno.addSignalListener(s, onStop);
+  return () => {
+    for (const s of signals) Deno.removeSignalListener(s, onStop);
+  };
+}
