@@ -7,7 +7,11 @@
 
 import { parseArgs } from "node:util";
 import type { Dialect } from "./proxy/catalogue.ts";
-import type { DeviceStateConfig, EngineConfig } from "./proxy/engine.ts";
+import {
+  DEFAULT_HASH_BACKLOG_MIB,
+  type DeviceStateConfig,
+  type EngineConfig,
+} from "./proxy/engine.ts";
 import { fanOut, humanSink, jsonLinesSink, type Sink } from "./proxy/log_sink.ts";
 import { listenForStopSignals, type RunningProxy, startProxy } from "./proxy/server.ts";
 import { parseFaults } from "./proxy/faults.ts";
@@ -39,6 +43,9 @@ run options:
   --state-dump <dir>       save every device-state blob into <dir>
   --state-buffer           read the whole state before delivering it
   --state-hash sha256|off  fingerprint every transfer (default sha256; off = pure splice)
+  --state-hash-backlog <MiB>
+                           bytes the SHA-256 may trail the stream by, held in memory
+                           (default 256; 0 = hash inline, the transfer waits for it)
   --fault <spec>           inject a device-state fault (repeatable): state-corrupt,
                            state-truncate:<bytes>, state-delay:<ms>, check-fail, state-refuse
   --state-save-cmd <cmd>   emulate: its stdout travels with the proxy state (SAVE)
@@ -80,6 +87,7 @@ const ENGINE_OPTIONS = {
   "state-dump": { type: "string" },
   "state-buffer": { type: "boolean", default: false },
   "state-hash": { type: "string" },
+  "state-hash-backlog": { type: "string" },
   fault: { type: "string", multiple: true },
   "stuck-after": { type: "string" },
   "connect-timeout": { type: "string" },
@@ -115,6 +123,11 @@ function engineFrom(values: EngineValues) {
     dumpDir: values["state-dump"],
     buffer: values["state-buffer"],
     hash: hash === "sha256",
+    hashBacklogMiB: intOf(
+      values["state-hash-backlog"],
+      "--state-hash-backlog",
+      DEFAULT_HASH_BACKLOG_MIB,
+    ),
     faults: values.fault ?? [],
     saveCmd: values["state-save-cmd"],
     loadCmd: values["state-load-cmd"],

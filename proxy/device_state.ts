@@ -45,6 +45,7 @@ import { timestamp } from "./log_record.ts";
 import { payloadU64, withPayloadU64 } from "./u64_payload.ts";
 import type { Session } from "./session.ts";
 import { type CopyResult, StateCopy } from "./state_copy.ts";
+import type { PendingDigest, TrailingHasher } from "./stream_hash.ts";
 import { decodeVirtiofsdState, summarizeVirtiofsdState } from "./virtiofsd_state.ts";
 import { translateProtocolFeatures } from "./dialect.ts";
 
@@ -60,12 +61,37 @@ const EMULATED_LIMIT = 64 << 20;
  * (CHECK, then the destination's ring start: ~5 ms measured under TCG), short for a reader.
  */
 const RECORD_DELAY_MS = 100;
+/** At session end, how long a record waits for a trailing digest before it is written without. */
+const DIGEST_WAIT_MS = 5_000;
 /** Virtio bit 30, always offered by a back-end with protocol features. */
 const PROTOCOL_FEATURES_BIT = 1n << 30n;
 
-/** Builds the per-session handler. */
-export const deviceStateHooks: DeviceStateFactory = (session, config) =>
-  new DeviceStateHandler(session, config);
+/** What the handlers of one engine share. */
+export interface DeviceStateShared {
+  /** Hashes transfers off the relay thread; until it exists they are hashed inline. */
+  hasher?: TrailingHasher;
+  /**
+   * Creates `hasher`; called once a hashed transfer has ended, outside the switch-over. The
+   * first transfer of a process is hashed inline: a Worker takes tens of ms to start, and the
+   * trailing hash's buffers are fresh pages then (~14 µs per 4 KiB fault measured on these
+   * VMs), which made a first 256 MiB transfer slower trailing (300–480 MiB/s) than inline.
+   */
+  startHasher?: () => void;
+}
+
+/** Builds the per-session handler, with what the engine's handlers share. */
+export function deviceStateHooksWith(shared: DeviceStateShared): DeviceStateFactory {
+  return (session, config) => new DeviceStateHandler(session, config, shared);
+}
+
+/** Builds the per-session handler; transfers are hashed inline. */
+export const deviceStateHooks: DeviceStateFactory = deviceStateHooksWith({});
+
+/** A transfer-end record held back; `digest` is the trailing SHA-256 it waits for. */
+interface DeferredRecord {
+  digest?: PendingDigest;
+  write: () => void;
+}
 
 interface HeldCheck {
   from: Endpoint;
@@ -104,12 +130,16 @@ class DeviceStateHandler implements DeviceStateHooks {
   #transfer: Transfer | undefined;
   #count = 0;
   /** Transfer-end records waiting for the switch-over to be over (see `#copyDone`). */
-  #deferred: (() => void)[] = [];
+  #deferred: DeferredRecord[] = [];
   #deferredTimer: Timer | undefined;
+  /** A flush is waiting for the digest of the first deferred record. */
+  #awaitingDigest = false;
+  readonly #shared: DeviceStateShared;
 
-  constructor(session: Session, config: DeviceStateConfig) {
+  constructor(session: Session, config: DeviceStateConfig, shared: DeviceStateShared = {}) {
     this.#s = session;
     this.#config = config;
+    this.#shared = shared;
     const parsed = parseFaults(config.faults ?? []);
     // The CLI validates faults; a library caller with a bad spec gets no faults and a note.
     this.#faults = parsed.ok
@@ -278,6 +308,7 @@ class DeviceStateHandler implements DeviceStateHooks {
       faults: { corrupt: faults.corrupt, truncateAt: faults.truncateAt, delayMs: faults.delayMs },
       keepUpTo: this.#config.hash === false ? 0 : KEEP_FOR_SUMMARY,
       hash: this.#config.hash !== false,
+      hasher: this.#shared.hasher,
       onDone: (result) => this.#copyDone(t, result, dump),
     });
     this.#transferStarted(t, via, t.copy.mode);
@@ -318,7 +349,6 @@ class DeviceStateHandler implements DeviceStateHooks {
       durationMs: round(result.durationMs),
       throughputMiBps: round(result.bytes / (1 << 20) / Math.max(result.durationMs / 1000, 1e-6)),
     };
-    if (result.sha256) record.sha256 = result.sha256;
     if (result.error) record.error = result.error;
     if (dump) record.dump = dump;
     if (this.#faults.specs.length > 0) record.faults = this.#faults.specs;
@@ -327,23 +357,59 @@ class DeviceStateHandler implements DeviceStateHooks {
     // has started the rings again: decoding the blob and writing the record on this thread would
     // sit in front of those messages (measured: 1–2 ms on the first transfer of a process). So
     // the record, stamped now, is written once the switch-over is over, or when the session ends.
-    this.#deferred.push(() => {
-      if (result.blob) {
-        const summary = summarizeBlob(result.blob);
-        if (summary) record.state = summary;
-      }
-      this.#emit(record);
+    const digest = result.digest;
+    this.#deferred.push({
+      digest,
+      write: () => {
+        const sha256 = digest?.value;
+        if (sha256 !== undefined) {
+          record.sha256 = sha256;
+          if (digest!.trailMs! > 0) record.hashTrailMs = round(digest!.trailMs!);
+        } else if (digest) {
+          record.hashError =
+            `the SHA-256 was not ready ${DIGEST_WAIT_MS} ms after the session ended`;
+        }
+        if (result.blob) {
+          const summary = summarizeBlob(result.blob);
+          if (summary) record.state = summary;
+        }
+        this.#emit(record);
+      },
     });
     this.#deferredTimer ??= this.#s.reactor.setTimer(RECORD_DELAY_MS, () => this.#flushDeferred());
+    const startHasher = this.#shared.startHasher;
+    if (digest && startHasher && !this.#shared.hasher) {
+      this.#s.reactor.setTimer(RECORD_DELAY_MS, startHasher);
+    }
   }
 
-  /** Writes the records held back by `#copyDone`, in order. */
-  #flushDeferred(): void {
+  /**
+   * Writes the records held back by `#copyDone`, in order. A record whose trailing digest is
+   * still being computed holds the rest back until it arrives; at session end (`final`) it is
+   * waited for, within a bound.
+   */
+  #flushDeferred(final = false): void {
     this.#deferredTimer?.cancel();
     this.#deferredTimer = undefined;
-    const pending = this.#deferred;
-    this.#deferred = [];
-    for (const write of pending) write();
+    while (this.#deferred.length > 0) {
+      const next = this.#deferred[0];
+      if (next.digest && next.digest.value === undefined) {
+        if (final) {
+          next.digest.waitSync(DIGEST_WAIT_MS);
+        } else {
+          if (!this.#awaitingDigest) {
+            this.#awaitingDigest = true;
+            next.digest.whenReady(() => {
+              this.#awaitingDigest = false;
+              this.#flushDeferred();
+            });
+          }
+          return;
+        }
+      }
+      this.#deferred.shift();
+      next.write();
+    }
   }
 
   // ---- CHECK_DEVICE_STATE -------------------------------------------------------------------
@@ -617,7 +683,7 @@ class DeviceStateHandler implements DeviceStateHooks {
   }
 
   close(): void {
-    this.#flushDeferred();
+    this.#flushDeferred(true);
     const t = this.#transfer;
     if (t && !t.outcome) this.#end(t, "the session ended");
     else if (t) {

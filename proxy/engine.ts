@@ -38,10 +38,18 @@ export interface DeviceStateConfig {
   buffer?: boolean;
   /** SHA-256 every transfer (default true). */
   hash?: boolean;
+  /**
+   * MiB the SHA-256 may trail a transfer by, on its own thread (default
+   * {@linkcode DEFAULT_HASH_BACKLOG_MIB}); 0 hashes inline, before the transfer ends.
+   */
+  hashBacklogMiB?: number;
   faults?: string[];
   saveCmd?: string;
   loadCmd?: string;
 }
+
+/** Default of `DeviceStateConfig.hashBacklogMiB`: a 256 MiB state never waits for its hash. */
+export const DEFAULT_HASH_BACKLOG_MIB = 256;
 
 /** Builds the per-session device-state hooks (injected so the engine stays small). */
 export type DeviceStateFactory = (

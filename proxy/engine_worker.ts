@@ -12,9 +12,10 @@
 
 /// <reference lib="deno.worker" />
 
-import { Engine, type EngineConfig, WakeUp } from "./engine.ts";
+import { DEFAULT_HASH_BACKLOG_MIB, Engine, type EngineConfig, WakeUp } from "./engine.ts";
 import type { LogRecord } from "./log_record.ts";
-import { deviceStateHooks } from "./device_state.ts";
+import { deviceStateHooksWith, type DeviceStateShared } from "./device_state.ts";
+import { TrailingHasher } from "./stream_hash.ts";
 import { warmUpDeviceState } from "./warm_up.ts";
 
 /** Commands the main thread sends. */
@@ -72,7 +73,15 @@ async function main(): Promise<void> {
   if (start.type !== "start") return;
   let batch: LogRecord[] = [];
   const progress = new Int32Array(start.progress);
-  const engine = new Engine(start.config, (r) => batch.push(r), deviceStateHooks);
+  const ds = start.config.deviceState;
+  const backlogMiB = ds.hashBacklogMiB ?? DEFAULT_HASH_BACKLOG_MIB;
+  const shared: DeviceStateShared = {};
+  if (ds.mode === "relay" && ds.hash !== false && backlogMiB > 0) {
+    shared.startHasher = () => {
+      shared.hasher ??= new TrailingHasher(engine.reactor, { maxBacklogBytes: backlogMiB << 20 });
+    };
+  }
+  const engine = new Engine(start.config, (r) => batch.push(r), deviceStateHooksWith(shared));
   const wake = new WakeUp(start.wakeFd);
   try {
     engine.listen();
@@ -81,7 +90,7 @@ async function main(): Promise<void> {
     return;
   }
   engine.reactor.add(wake);
-  if (start.config.deviceState.mode === "relay") {
+  if (ds.mode === "relay") {
     try {
       warmUpDeviceState();
     } catch {
@@ -114,6 +123,7 @@ async function main(): Promise<void> {
     Atomics.add(progress, 0, batch.length);
     post({ type: "records", records: batch });
   }
+  shared.hasher?.close();
   post({ type: "stopped" });
 }
 

@@ -137,6 +137,10 @@ export interface TransferEndRecord {
   throughputMiBps: number;
   /** Hex SHA-256 of the delivered bytes; absent with `--state-hash off`. */
   sha256?: string;
+  /** How long after the end of the stream the trailing hash finished (absent when inline). */
+  hashTrailMs?: number;
+  /** Why `sha256` is missing although hashing was on. */
+  hashError?: string;
   error?: string;
   /** File the blob was saved to (`--state-dump`). */
   dump?: string;

@@ -15,7 +15,6 @@
  * @module
  */
 
-import { createHash, type Hash } from "node:crypto";
 import type { OwnedFd } from "../ffi/fd.ts";
 import { SystemError } from "../ffi/errors.ts";
 import { fdKind } from "../ffi/fdinfo.ts";
@@ -31,6 +30,12 @@ import {
 import { POLLERR, POLLHUP, POLLIN, POLLOUT } from "../ffi/poll.ts";
 import type { Reactor, Timer, Watch } from "../ffi/reactor.ts";
 import { BufferPool } from "./buffer_pool.ts";
+import {
+  InlineHash,
+  type PendingDigest,
+  type StreamHash,
+  type TrailingHasher,
+} from "./stream_hash.ts";
 
 /** How the bytes moved. */
 export type CopyMode = "splice" | "copy" | "buffer";
@@ -63,6 +68,11 @@ export interface StateCopyOptions {
    * bytes never enter user space. On a 2-core machine hashing costs more CPU than the transfer.
    */
   hash?: boolean;
+  /**
+   * Hash on this worker's thread instead of inline: the transfer ends without waiting for the
+   * digest, which `CopyResult.digest` delivers later.
+   */
+  hasher?: TrailingHasher;
   /** Most bytes held in memory in buffer mode. */
   maxBufferBytes?: number;
   /** Called once, when the transfer ended (successfully or not). */
@@ -81,8 +91,10 @@ export interface CopyResult {
   bytesIn: number;
   /** From the start of the transfer (an injected delay included) to its end. */
   durationMs: number;
-  /** Hex SHA-256 of the delivered bytes; absent when hashing was off. */
+  /** Hex SHA-256 of the delivered bytes, when known at the end (hashing inline). */
   sha256?: string;
+  /** The SHA-256 of the delivered bytes, known now or later; absent when hashing was off. */
+  digest?: PendingDigest;
   /** Why it failed, when it did. */
   error?: string;
   /** A fault cut the stream short. */
@@ -105,7 +117,7 @@ export class StateCopy {
   readonly #src: OwnedFd;
   readonly #dst: OwnedFd;
   readonly #opts: StateCopyOptions;
-  readonly #hash: Hash = createHash("sha256");
+  readonly #hash: StreamHash | undefined;
   readonly #dump: Deno.FsFile | undefined;
   #buf: Uint8Array | undefined;
   #pendingOff = 0;
@@ -116,6 +128,8 @@ export class StateCopy {
   #kept: Uint8Array[] = [];
   #keptBytes = 0;
   #keptAll = true;
+  /** The hash keeps the bytes for `CopyResult.blob` (it holds them anyway). */
+  readonly #hashKeeps: boolean;
   #blob: Uint8Array | undefined;
   #bytesIn = 0;
   #bytesOut = 0;
@@ -123,7 +137,6 @@ export class StateCopy {
   #srcEof = false;
   /** Splice without hashing: which end the last would-block was waiting on. */
   #blockedOn: "src" | "dst" = "src";
-  readonly #hashing: boolean;
   #done = false;
   #delay: Timer | undefined;
   #truncated = false;
@@ -139,7 +152,12 @@ export class StateCopy {
     this.#opts = options;
     src.setNonBlocking(true);
     dst.setNonBlocking(true);
-    this.#hashing = options.hash ?? true;
+    const hashing = options.hash ?? true;
+    // Buffer mode hands the whole blob over at once: it is hashed inline.
+    const trailing = options.buffer ? undefined : options.hasher;
+    this.#hash = hashing ? (trailing?.start() ?? new InlineHash()) : undefined;
+    this.#hashKeeps = (options.keepUpTo ?? 0) > 0 && this.#hash?.retain !== undefined;
+    if (this.#hashKeeps) this.#hash!.retain!(options.keepUpTo!);
     const rewrites = options.faults?.corrupt || options.faults?.truncateAt !== undefined;
     this.mode = options.buffer
       ? "buffer"
@@ -196,7 +214,7 @@ export class StateCopy {
           // pipe-max-size may be lower for unprivileged users: the default size still works
         }
       }
-      if (this.#hashing || this.#opts.dumpPath || (this.#opts.keepUpTo ?? 0) > 0) {
+      if (this.#hash || this.#opts.dumpPath || (this.#opts.keepUpTo ?? 0) > 0) {
         this.#hashPipe = createPipe({ nonBlocking: true });
         setPipeSize(this.#hashPipe[1], CHUNK);
       }
@@ -210,10 +228,10 @@ export class StateCopy {
     if (this.#done || this.#srcEof) return 0;
     if (this.mode === "splice") {
       if (!this.#hashPipe) return this.#blockedOn === "src" ? POLLIN : 0;
-      return this.#teeAhead > 0 ? 0 : POLLIN;
+      return this.#teeAhead > 0 || !this.#roomToHash() ? 0 : POLLIN;
     }
     if (this.mode === "buffer") return this.#blob ? 0 : POLLIN;
-    return this.#pendingLen > 0 ? 0 : POLLIN;
+    return this.#pendingLen > 0 || !this.#roomToHash() ? 0 : POLLIN;
   }
 
   #dstInterest(): number {
@@ -283,6 +301,8 @@ export class StateCopy {
         moved += n;
         continue;
       }
+      // A trailing hash too far behind: wait for it, the bytes stay in the writer's pipe.
+      if (!this.#roomToHash()) return;
       const n = teeFd(this.#src, hashW, CHUNK);
       if (n < 0) return; // writer has nothing now
       if (n === 0) {
@@ -296,13 +316,14 @@ export class StateCopy {
     }
   }
 
+  /** Reads the tee'd copy straight into the hash's buffer, when there is a hash. */
   #drainHashPipe(hashR: OwnedFd, n: number): void {
-    this.#buf ??= chunkPool.take();
     let left = n;
     while (left > 0) {
-      const r = readFd(hashR, this.#buf, 0, Math.min(left, CHUNK));
+      const into = this.#hash?.scratch() ?? (this.#buf ??= chunkPool.take());
+      const r = readFd(hashR, into, 0, Math.min(left, into.length));
       if (r <= 0) throw new Error("The hash pipe lost bytes");
-      this.#account(this.#buf.subarray(0, r));
+      this.#account(into.subarray(0, r), true);
       left -= r;
     }
   }
@@ -328,7 +349,7 @@ export class StateCopy {
         }
         continue;
       }
-      if (this.#srcEof) return;
+      if (this.#srcEof || !this.#roomToHash()) return;
       const n = readFd(this.#src, buf, 0, CHUNK);
       if (n < 0) return;
       if (n === 0) {
@@ -350,11 +371,17 @@ export class StateCopy {
     }
   }
 
-  /** Hashes, dumps and (within the cap) keeps bytes on their way to the reader. */
-  #account(chunk: Uint8Array): void {
-    if (this.#hashing) this.#hash.update(chunk);
+  #roomToHash(): boolean {
+    return this.#hash === undefined || this.mode === "buffer" || this.#hash.hasRoom();
+  }
+
+  /**
+   * Dumps, (within the cap) keeps and hashes bytes on their way to the reader; `inScratch`: they
+   * were read into the hash's own buffer (last, as the hash may hand it on).
+   */
+  #account(chunk: Uint8Array, inScratch = false): void {
     if (this.#dump) writeFileAll(this.#dump, chunk);
-    const cap = this.#opts.keepUpTo ?? 0;
+    const cap = this.#hashKeeps ? 0 : this.#opts.keepUpTo ?? 0;
     if (this.#keptAll && this.#keptBytes + chunk.length <= cap) {
       this.#kept.push(chunk.slice());
       this.#keptBytes += chunk.length;
@@ -362,6 +389,8 @@ export class StateCopy {
       this.#keptAll = false;
       this.#kept = [];
     }
+    if (inScratch) this.#hash?.commit(chunk.length);
+    else this.#hash?.update(chunk);
   }
 
   /** Applies faults to `buf[0..n)` whose first byte is stream offset `at`; returns bytes to keep. */
@@ -436,13 +465,20 @@ export class StateCopy {
       bytesIn: this.#bytesIn,
       durationMs: performance.now() - this.#started,
     };
-    if (this.#hashing) result.sha256 = this.#hash.digest("hex");
+    if (this.#hash) {
+      result.digest = this.#hash.end();
+      const known = result.digest.value;
+      if (known !== undefined) result.sha256 = known;
+    }
     if (error !== undefined) result.error = error;
     else if (this.#truncated) {
       result.error = `the stream was cut after ${this.#bytesOut} bytes (fault state-truncate)`;
     }
     if (this.#truncated) result.truncated = true;
-    if (this.#keptAll && (this.#opts.keepUpTo ?? 0) > 0) {
+    if (this.#hashKeeps) {
+      const blob = this.#hash!.kept!();
+      if (blob) result.blob = blob;
+    } else if (this.#keptAll && (this.#opts.keepUpTo ?? 0) > 0) {
       const blob = new Uint8Array(new ArrayBuffer(this.#keptBytes));
       let off = 0;
       for (const c of this.#kept) {
