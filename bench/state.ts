@@ -3,7 +3,8 @@
 // stream   — one 256 MiB SET_DEVICE_STATE_FD transfer, SAVE and LOAD, between state_client
 //            (the QEMU side, c/state_client.c) and state_backend (a synthetic back-end with
 //            F_DEVICE_STATE, c/state_backend.c): directly, and through the proxy in relay mode,
-//            which interposes its own pipe and hashes every byte. Target: proxy ≥ 0.8× direct.
+//            which interposes its own pipe and hashes every byte (SHA-256 trailing the stream on
+//            its own thread, proxy/stream_hash.ts). Target: proxy ≥ 0.8× direct.
 //            A plain `state_stream write | state_stream read` pipe is printed as the ceiling.
 // downtime — live migrations of a real QEMU 10 guest with rust virtiofsd: directly, with the C
 //            poll relay on each side (the cost of the extra hop alone, as in the latency
@@ -67,11 +68,13 @@ export interface StreamResult {
   pipeMiBps: number;
   /** Median MiB/s per path and direction (whole transfer: SET_DEVICE_STATE_FD to CHECK). */
   MiBps: Record<StreamVariant, Record<Direction, number>>;
+  /** Every timed run, MiB/s, in order (the first run of the proxy warms its hash buffers). */
+  perRun: Record<StreamVariant, Record<Direction, number[]>>;
   /** proxy (SHA-256 on, the default) / direct. */
   ratio: Record<Direction, number>;
   /** proxy with `--state-hash off` (pure splice) / direct. */
   ratioNoHash: Record<Direction, number>;
-  /** The target holds for the pure relay (`--state-hash off`). */
+  /** The target holds for the proxy as shipped (SHA-256 on, trailing the stream). */
   pass: boolean;
 }
 
@@ -207,9 +210,10 @@ export async function streamBench(
     runs: streamRuns,
     pipeMiBps: median(pipeRuns),
     MiBps,
+    perRun: runs,
     ratio,
     ratioNoHash,
-    pass: ratioNoHash.SAVE >= STREAM_TARGET && ratioNoHash.LOAD >= STREAM_TARGET,
+    pass: ratio.SAVE >= STREAM_TARGET && ratio.LOAD >= STREAM_TARGET,
   };
 }
 
@@ -294,7 +298,9 @@ export function streamText(r: StreamResult): string {
   };
   const line = (path: StreamVariant) =>
     `  ${label[path].padEnd(25)} SAVE ${fixed(r.MiBps[path].SAVE).padStart(8)} MiB/s   ` +
-    `LOAD ${fixed(r.MiBps[path].LOAD).padStart(8)} MiB/s`;
+    `LOAD ${fixed(r.MiBps[path].LOAD).padStart(8)} MiB/s   ` +
+    `(runs ${r.perRun[path].SAVE.map((x) => fixed(x)).join("/")} | ` +
+    `${r.perRun[path].LOAD.map((x) => fixed(x)).join("/")})`;
   const ratio = (x: Record<Direction, number>) =>
     `SAVE ${fixed(x.SAVE, 2)}×  LOAD ${fixed(x.LOAD, 2)}×`;
   return [
@@ -304,10 +310,9 @@ export function streamText(r: StreamResult): string {
     line("proxy"),
     line("proxyNoHash"),
     `  (bare pipe, no vhost-user: ${fixed(r.pipeMiBps)} MiB/s)`,
-    `  ratio proxy/direct, pure relay (--state-hash off): ${ratio(r.ratioNoHash)}  ` +
+    `  ratio proxy/direct, as shipped (SHA-256 trailing):  ${ratio(r.ratio)}  ` +
     `(target ≥ ${STREAM_TARGET}×): ${r.pass ? "PASS" : "MISSED"}`,
-    `  ratio proxy/direct, hashing every byte (default):   ${ratio(r.ratio)}  ` +
-    `(SHA-256 costs more CPU than the transfer itself on this machine)`,
+    `  ratio proxy/direct, pure relay (--state-hash off): ${ratio(r.ratioNoHash)}`,
   ].join("\n");
 }
 
