@@ -61,6 +61,12 @@ const EMULATED_LIMIT = 64 << 20;
  * (CHECK, then the destination's ring start: ~5 ms measured under TCG), short for a reader.
  */
 const RECORD_DELAY_MS = 100;
+/**
+ * A hashed transfer at least this large starts the trailing hash thread for the ones after it.
+ * virtiofsd's states are far smaller and hash in well under a millisecond inline, and the
+ * thread costs ~120 ms of CPU to start (at nice 19, but on the two cores a migration needs).
+ */
+const TRAILING_FROM_BYTES = 8 << 20;
 /** At session end, how long a record waits for a trailing digest before it is written without. */
 const DIGEST_WAIT_MS = 5_000;
 /** Virtio bit 30, always offered by a back-end with protocol features. */
@@ -71,8 +77,8 @@ export interface DeviceStateShared {
   /** Hashes transfers off the relay thread; until it exists they are hashed inline. */
   hasher?: TrailingHasher;
   /**
-   * Creates `hasher`; called once a hashed transfer has ended, outside the switch-over. The
-   * first transfer of a process is hashed inline: a Worker takes tens of ms to start, and the
+   * Creates `hasher`; called once a large hashed transfer has ended, outside the switch-over.
+   * Until then transfers are hashed inline: a Worker takes tens of ms to start, and the
    * trailing hash's buffers are fresh pages then (~14 µs per 4 KiB fault measured on these
    * VMs), which made a first 256 MiB transfer slower trailing (300–480 MiB/s) than inline.
    */
@@ -378,7 +384,7 @@ class DeviceStateHandler implements DeviceStateHooks {
     });
     this.#deferredTimer ??= this.#s.reactor.setTimer(RECORD_DELAY_MS, () => this.#flushDeferred());
     const startHasher = this.#shared.startHasher;
-    if (digest && startHasher && !this.#shared.hasher) {
+    if (digest && startHasher && !this.#shared.hasher && result.bytes >= TRAILING_FROM_BYTES) {
       this.#s.reactor.setTimer(RECORD_DELAY_MS, startHasher);
     }
   }
