@@ -93,6 +93,14 @@ export interface DowntimeResult {
   ratio: number;
   /** C relay / direct: what one extra hop per side costs with nothing else in it. */
   ratioC: number;
+  /**
+   * Fastest proxy run / fastest direct run. The noise here (QEMU's final RAM pass under TCG)
+   * only ever adds, so the fastest run of a path is its clearest cost; with 7 runs a median
+   * can land on a noisy run of one path and a clean one of another (seen: 0.95× one run,
+   * 2.1× on the fastest runs of the same).
+   */
+  ratioMin: number;
+  /** Both the median and the fastest-run ratio within the target. */
   pass: boolean;
 }
 
@@ -275,6 +283,7 @@ export async function downtimeBench(
     medianTotalMs[p] = median(totalMs[p]);
   }
   const ratio = medianDowntimeMs.proxy / medianDowntimeMs.direct;
+  const ratioMin = Math.min(...downtimeMs.proxy) / Math.min(...downtimeMs.direct);
   return {
     runs: opts.downtimeRuns,
     downtimeMs,
@@ -283,7 +292,8 @@ export async function downtimeBench(
     medianTotalMs,
     ratio,
     ratioC: medianDowntimeMs.c / medianDowntimeMs.direct,
-    pass: ratio <= DOWNTIME_TARGET,
+    ratioMin,
+    pass: ratio <= DOWNTIME_TARGET && ratioMin <= DOWNTIME_TARGET,
   };
 }
 
@@ -336,8 +346,8 @@ export function downtimeText(r: DowntimeResult): string {
   return [
     `migration downtime (QEMU 10 + rust virtiofsd, TCG), ${r.runs} migrations per path`,
     ...DOWNTIME_PATHS.map(line),
-    `  ratio proxy/direct: ${fixed(r.ratio, 2)}×  (target ≤ ${DOWNTIME_TARGET}×): ` +
-    `${r.pass ? "PASS" : "MISSED"}`,
+    `  ratio proxy/direct: median ${fixed(r.ratio, 2)}×, fastest runs ${fixed(r.ratioMin, 2)}×  ` +
+    `(target ≤ ${DOWNTIME_TARGET}× on both): ${r.pass ? "PASS" : "MISSED"}`,
     `  ratio C relay/direct: ${fixed(r.ratioC, 2)}×  (the extra hop alone)`,
     `  spread: ${DOWNTIME_PATHS.map((p) => `${p} ${spread(r.downtimeMs[p])}`).join(", ")}`,
   ].join("\n");
