@@ -13,7 +13,6 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
 import { closeAll, type OwnedFd } from "../ffi/fd.ts";
 import type { Timer } from "../ffi/reactor.ts";
 import { createPipe } from "../ffi/pipe.ts";
@@ -45,7 +44,7 @@ import { timestamp } from "./log_record.ts";
 import { payloadU64, withPayloadU64 } from "./u64_payload.ts";
 import type { Session } from "./session.ts";
 import { type CopyResult, StateCopy } from "./state_copy.ts";
-import type { PendingDigest, TrailingHasher } from "./stream_hash.ts";
+import { InlineHash, type PendingDigest, type TrailingHasher } from "./stream_hash.ts";
 import { decodeVirtiofsdState, summarizeVirtiofsdState } from "./virtiofsd_state.ts";
 import { translateProtocolFeatures } from "./dialect.ts";
 
@@ -530,7 +529,7 @@ class DeviceStateHandler implements DeviceStateHooks {
         bytes,
         bytesIn: bytes,
         durationMs: performance.now() - started,
-        sha256: sha256Hex(blob),
+        digest: sha256Of(blob),
         blob,
       };
       if (error) result.error = error;
@@ -704,8 +703,10 @@ function round(n: number): number {
   return Math.round(n * 10) / 10;
 }
 
-function sha256Hex(bytes: Uint8Array): string {
-  return createHash("sha256").update(bytes).digest("hex");
+function sha256Of(bytes: Uint8Array): PendingDigest {
+  const hash = new InlineHash();
+  hash.update(bytes);
+  return hash.end();
 }
 
 /** A decoded summary of a blob in a known format, for the log and `state show`. */

@@ -253,7 +253,7 @@ Deno.test("fault state-corrupt flips bytes: the hashes of what went in and out d
 
 Deno.test("emulate: F_DEVICE_STATE offered, stripped towards the back-end, SAVE then LOAD verified", async () => {
   let blob: Uint8Array = new Uint8Array(0);
-  await withRig({ deviceState: { mode: "emulate" } }, (r) => {
+  await withRig({ deviceState: { mode: "emulate" } }, async (r) => {
     ask(r, 1, 0x1_4400_0000n);
     const offered = ask(r, 15, 0x2n | 0x8n);
     assert.equal(offered & (1n << 19n), 1n << 19n, "QEMU is offered F_DEVICE_STATE");
@@ -270,6 +270,8 @@ Deno.test("emulate: F_DEVICE_STATE offered, stripped towards the back-end, SAVE 
     r.front.send({ request: CHECK, flags: REQ });
     assert.equal(readU64(r.front.expect().payload), 0n);
     assert.throws(() => r.back.expect(200), /No message/, "CHECK never reaches the back-end");
+    await r.until((rs) => ends(rs).length > 0);
+    assert.equal(ends(r.records)[0].sha256, sha(blob), "the emulated SAVE is fingerprinted");
   });
   // The destination: a back-end offering the same features accepts; a corrupt blob fails CHECK.
   for (
