@@ -91,8 +91,6 @@ export interface CopyResult {
   bytesIn: number;
   /** From the start of the transfer (an injected delay included) to its end. */
   durationMs: number;
-  /** Hex SHA-256 of the delivered bytes, when known at the end (hashing inline). */
-  sha256?: string;
   /** The SHA-256 of the delivered bytes, known now or later; absent when hashing was off. */
   digest?: PendingDigest;
   /** Why it failed, when it did. */
@@ -316,14 +314,15 @@ export class StateCopy {
     }
   }
 
-  /** Reads the tee'd copy straight into the hash's buffer, when there is a hash. */
+  /** Reads the tee'd copy straight into the hash's buffer, when the hash has one. */
   #drainHashPipe(hashR: OwnedFd, n: number): void {
     let left = n;
     while (left > 0) {
-      const into = this.#hash?.scratch() ?? (this.#buf ??= chunkPool.take());
+      const scratch = this.#hash?.scratch?.();
+      const into = scratch ?? (this.#buf ??= chunkPool.take());
       const r = readFd(hashR, into, 0, Math.min(left, into.length));
       if (r <= 0) throw new Error("The hash pipe lost bytes");
-      this.#account(into.subarray(0, r), true);
+      this.#account(into.subarray(0, r), scratch !== undefined);
       left -= r;
     }
   }
@@ -372,7 +371,7 @@ export class StateCopy {
   }
 
   #roomToHash(): boolean {
-    return this.#hash === undefined || this.mode === "buffer" || this.#hash.hasRoom();
+    return this.#hash === undefined || this.#hash.hasRoom();
   }
 
   /**
@@ -389,7 +388,7 @@ export class StateCopy {
       this.#keptAll = false;
       this.#kept = [];
     }
-    if (inScratch) this.#hash?.commit(chunk.length);
+    if (inScratch) this.#hash!.commit!(chunk.length);
     else this.#hash?.update(chunk);
   }
 
@@ -465,11 +464,7 @@ export class StateCopy {
       bytesIn: this.#bytesIn,
       durationMs: performance.now() - this.#started,
     };
-    if (this.#hash) {
-      result.digest = this.#hash.end();
-      const known = result.digest.value;
-      if (known !== undefined) result.sha256 = known;
-    }
+    if (this.#hash) result.digest = this.#hash.end();
     if (error !== undefined) result.error = error;
     else if (this.#truncated) {
       result.error = `the stream was cut after ${this.#bytesOut} bytes (fault state-truncate)`;

@@ -17,11 +17,9 @@ import type { OwnedFd } from "../ffi/fd.ts";
 import { MappedMemory } from "../ffi/memory.ts";
 import { createEventFd, drainEventFd, POLLIN } from "../ffi/poll.ts";
 import type { Reactor, Timer, Watch } from "../ffi/reactor.ts";
-import { BufferPool } from "./buffer_pool.ts";
 import { type HashCommand, HashControl } from "./hash_control.ts";
 
 const CHUNK = 1 << 20;
-const scratchPool = new BufferPool(CHUNK, 2);
 
 /** A digest that may not be known yet. */
 export interface PendingDigest {
@@ -40,12 +38,12 @@ export interface StreamHash {
   /** Adds bytes; `chunk` may be reused by the caller as soon as this returns. */
   update(chunk: Uint8Array): void;
   /**
-   * Where the next bytes may be read to directly (saves a copy); `commit` says how many were.
-   * Nothing else may be called between the two.
+   * Where the next bytes may be read to directly, for a hash that holds on to them (saves a
+   * copy); `commit` says how many were. Nothing else may be called between the two.
    */
-  scratch(): Uint8Array;
+  scratch?(): Uint8Array;
   /** Adds the first `n` bytes of the last `scratch()`. */
-  commit(n: number): void;
+  commit?(n: number): void;
   /** May more bytes be taken now? When false, the poll loop is woken once there is room. */
   hasRoom(): boolean;
   /** The stream has ended. */
@@ -63,18 +61,9 @@ export interface StreamHash {
 export class InlineHash implements StreamHash, PendingDigest {
   readonly #hash: Hash = createHash("sha256");
   #value: string | undefined;
-  #scratch: Uint8Array | undefined;
 
   update(chunk: Uint8Array): void {
     this.#hash.update(chunk);
-  }
-
-  scratch(): Uint8Array {
-    return (this.#scratch ??= scratchPool.take());
-  }
-
-  commit(n: number): void {
-    this.#hash.update(this.#scratch!.subarray(0, n));
   }
 
   hasRoom(): boolean {
@@ -83,8 +72,6 @@ export class InlineHash implements StreamHash, PendingDigest {
 
   end(): PendingDigest {
     this.#value ??= this.#hash.digest("hex");
-    if (this.#scratch) scratchPool.give(this.#scratch);
-    this.#scratch = undefined;
     return this;
   }
 
@@ -150,7 +137,7 @@ export class TrailingHasher implements Watch {
     });
     // The eventfd's number and the mapping's address are valid in the worker too: threads
     // share the fd table and the address space.
-    this.#send({
+    this.send({
       type: "init",
       wakeFd: this.#wake.fd,
       nice: options.nice ?? 19,
@@ -190,9 +177,9 @@ export class TrailingHasher implements Watch {
     this.#wake.close();
   }
 
-  /** @internal */
+  /** @internal Nothing is sent once closed. */
   send(command: HashCommand): void {
-    this.#send(command);
+    if (!this.#closed) this.#worker.postMessage(command);
   }
 
   /** @internal Free chunks. */
@@ -232,10 +219,6 @@ export class TrailingHasher implements Watch {
   watch(job: TrailingHash, on: boolean): void {
     if (on) this.#waiting.add(job);
     else this.#waiting.delete(job);
-  }
-
-  #send(command: HashCommand): void {
-    if (!this.#closed) this.#worker.postMessage(command);
   }
 }
 
