@@ -85,7 +85,8 @@ async function main(): Promise<void> {
       shared.hasher ??= new TrailingHasher(engine.reactor, { maxBacklogBytes: backlogMiB << 20 });
     };
   }
-  const engine = new Engine(start.config, (r) => batch.push(r), deviceStateHooksWith(shared));
+  const hooks = deviceStateHooksWith(shared);
+  const engine = new Engine(start.config, (r) => batch.push(r), hooks);
   const wake = new WakeUp(start.wakeFd);
   try {
     engine.listen();
@@ -97,7 +98,7 @@ async function main(): Promise<void> {
   if (ds.mode === "relay") {
     try {
       warmUpDeviceState();
-      warmUpSession(ds, deviceStateHooksWith(shared), WARM_UP_ROUNDS);
+      warmUpSession(ds, hooks, WARM_UP_ROUNDS);
     } catch {
       // Only an optimisation: real transfers report their own errors.
     }
