@@ -45,7 +45,7 @@ stamp() { touch "$STAMPS/$1"; }
 [ "$(id -u)" = 0 ] || die "must run as root (installs apt packages)"
 [ "$(uname -m)" = x86_64 ] || die "only x86_64 is supported, this is $(uname -m)"
 grep -q '^VERSION_CODENAME=bookworm' /etc/os-release || die "expects Debian 12 (bookworm)"
-mkdir -p "$PEERS/bin" "$STAMPS" "$PEERS/debs"
+mkdir -p "$PEERS/bin" "$STAMPS" "$PEERS/debs" "$PEERS/guest"
 t0=$(date +%s)
 
 # ---------------------------------------------------------------------------------------------
