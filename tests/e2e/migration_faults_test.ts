@@ -16,6 +16,7 @@
 
 import assert from "node:assert/strict";
 import type { LogRecord } from "../../proxy/log_record.ts";
+import { explainMigration, type Explanation, formatExplanation } from "../../proxy/log_explain.ts";
 import { waitFor } from "../harness/wait.ts";
 import {
   assertFailedCleanly,
@@ -46,12 +47,20 @@ interface FaultCase {
   on: "source" | "destination";
   /** Checks the faulty proxy's records. */
   logShows: (records: LogRecord[]) => void;
+  /** What `log explain` must conclude from the two proxies' logs alone. */
+  explains: Pick<Explanation, "step" | "side" | "culprit"> & { culpritSide?: "source" };
 }
 
 const CASES: FaultCase[] = [
   {
     fault: "state-corrupt",
     on: "source",
+    explains: {
+      step: "CHECK_DEVICE_STATE",
+      side: "destination",
+      culprit: "proxy",
+      culpritSide: "source",
+    },
     logShows: (records) => {
       const [save] = transferEnds(records, "SAVE");
       assert.ok(save?.faults?.includes("state-corrupt"), JSON.stringify(save));
@@ -60,6 +69,7 @@ const CASES: FaultCase[] = [
   {
     fault: `state-truncate:${TRUNCATE_AT}`,
     on: "source",
+    explains: { step: "SAVE", side: "source", culprit: "proxy" },
     logShows: (records) => {
       const [save] = transferEnds(records, "SAVE");
       assert.equal(save?.bytes, TRUNCATE_AT, JSON.stringify(save));
@@ -69,6 +79,7 @@ const CASES: FaultCase[] = [
   {
     fault: "check-fail",
     on: "source",
+    explains: { step: "CHECK_DEVICE_STATE", side: "source", culprit: "proxy" },
     logShows: (records) => {
       const [check] = checkRecords(records);
       assert.equal(check?.backendResult, 0, JSON.stringify(check));
@@ -78,6 +89,7 @@ const CASES: FaultCase[] = [
   {
     fault: "state-refuse",
     on: "source",
+    explains: { step: "SET_DEVICE_STATE_FD", side: "source", culprit: "proxy" },
     logShows: (records) => {
       assert.deepEqual(transferEnds(records, "SAVE").filter((end) => end.ok), []);
       const notes = records.filter((r) => r.type === "device-state" && r.event === "note");
@@ -87,6 +99,7 @@ const CASES: FaultCase[] = [
   {
     fault: "state-corrupt",
     on: "destination",
+    explains: { step: "CHECK_DEVICE_STATE", side: "destination", culprit: "proxy" },
     logShows: (records) => {
       const [load] = transferEnds(records, "LOAD");
       assert.ok(load?.faults?.includes("state-corrupt"), JSON.stringify(load));
@@ -97,6 +110,7 @@ const CASES: FaultCase[] = [
   {
     fault: "check-fail",
     on: "destination",
+    explains: { step: "CHECK_DEVICE_STATE", side: "destination", culprit: "proxy" },
     logShows: (records) => {
       const [check] = checkRecords(records);
       assert.equal(check?.backendResult, 0, JSON.stringify(check));
@@ -147,6 +161,29 @@ async function eventuallyShows(c: FaultCase, proxy: ProxyProcess): Promise<void>
   });
 }
 
+/**
+ * `log explain` on both proxies' logs names the case's failing step, side and culprit (retried
+ * like `eventuallyShows`: the transfer-end records that carry the fingerprints come late).
+ */
+async function eventuallyExplains(c: FaultCase, src: Side, dst: Side): Promise<void> {
+  let text = "";
+  await waitFor(async () => {
+    const e = explainMigration(await src.frontProxy.records(), await dst.frontProxy.records());
+    text = formatExplanation(e);
+    const got = { step: e.step, side: e.side, culprit: e.culprit };
+    const want = { step: c.explains.step, side: c.explains.side, culprit: c.explains.culprit };
+    return e.failed && JSON.stringify(got) === JSON.stringify(want) &&
+        (c.explains.culpritSide === undefined || e.culpritSide === c.explains.culpritSide)
+      ? true
+      : undefined;
+  }, {
+    what: `log explain to name ${JSON.stringify(c.explains)} for ${c.on} fault ${c.fault}`,
+    timeoutMs: 5_000,
+    detail: () => text,
+  });
+  console.log(`${c.on} fault ${c.fault}, explained:\n${text}`);
+}
+
 /** File-name friendly label of a case. */
 function label(c: FaultCase): string {
   return `${c.on === "source" ? "s" : "d"}-${c.fault.replace(/[^a-z0-9]+/g, "-")}`;
@@ -174,6 +211,7 @@ Deno.test("faults: every broken transfer fails cleanly; a delayed one succeeds l
     const faultyProxy = c.on === "source" ? src.frontProxy : dst.frontProxy;
     try {
       await eventuallyShows(c, faultyProxy);
+      await eventuallyExplains(c, src, dst);
     } catch (error) {
       throw new Error(
         `${c.on} fault ${c.fault}: ${(error as Error).message}\n${await src
@@ -188,8 +226,23 @@ Deno.test("faults: every broken transfer fails cleanly; a delayed one succeeds l
   for (const c of destinationCases) await failCase(c, clean, [c.fault]);
 
   // The clean source survived two failed attempts and now migrates: the baseline downtime.
-  const baseline = await rig.migrate(clean, await rig.startSide(destinationSpec("to-clean")));
+  const cleanDestination = await rig.startSide(destinationSpec("to-clean"));
+  const baseline = await rig.migrate(clean, cleanDestination);
   assert.equal(baseline.status, "completed", describeMigration(baseline));
+  await waitTransferEnd(cleanDestination.frontProxy, "LOAD");
+  let explained = "";
+  await waitFor(async () => {
+    const e = explainMigration(
+      await clean.frontProxy.records(),
+      await cleanDestination.frontProxy.records(),
+    );
+    explained = formatExplanation(e);
+    return !e.failed && e.fingerprints.equal === true ? true : undefined;
+  }, {
+    what: "log explain to call the clean migration a success with equal fingerprints",
+    timeoutMs: 5_000,
+    detail: () => explained,
+  });
   const slow = await rig.migrate(delayed, await rig.startSide(destinationSpec("to-delayed")));
   assert.equal(
     slow.status,
