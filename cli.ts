@@ -18,6 +18,7 @@ import { parseFaults } from "./proxy/faults.ts";
 import { stateShow } from "./proxy/state_show.ts";
 import { runBackendWrapper } from "./proxy/backend_wrapper.ts";
 import { diffLogs, formatSummary, readLog, showLog, summarizeLog } from "./proxy/log_tools.ts";
+import { explainMigration, formatExplanation } from "./proxy/log_explain.ts";
 
 const USAGE = `vhost-user-proxy: a vhost-user man-in-the-middle that relays, decodes and logs
 
@@ -30,6 +31,8 @@ Usage:
   vhost-user-proxy log show <file.jsonl> [--session N] [--name REQ] [--channel main|backend] [--problems]
   vhost-user-proxy log summary <file.jsonl> [--json]   counts, reply latencies, transfers, problems
   vhost-user-proxy log diff <a.jsonl> <b.jsonl> [--session-a N] [--session-b N]   where two runs part ways
+  vhost-user-proxy log explain <source.jsonl> [<destination.jsonl>] [--json]   why a migration failed
+      (exit 0: the migration succeeded, 1: it failed, 3: no migration in the logs)
 
 run options:
   --listen <path>          socket QEMU connects to (created 0600; a stale file is replaced)
@@ -287,8 +290,20 @@ function logCommand(args: string[]): number {
       }
       return d.same ? 0 : 1;
     }
+    case "explain": {
+      if (positionals.length < 1 || positionals.length > 2) {
+        throw new UsageError("log explain needs <source.jsonl> [<destination.jsonl>]");
+      }
+      const [source, destination] = positionals;
+      const e = explainMigration(load(source), destination ? load(destination) : undefined);
+      if (values.json) console.log(JSON.stringify(e, null, 2));
+      else console.log(formatExplanation(e));
+      return e.failed ? 1 : e.found ? 0 : 3;
+    }
     default:
-      throw new UsageError(`unknown log subcommand "${verb ?? ""}": show, summary or diff`);
+      throw new UsageError(
+        `unknown log subcommand "${verb ?? ""}": show, summary, diff or explain`,
+      );
   }
 }
 

@@ -273,3 +273,35 @@ Deno.test("explain: a log with no migration says so", () => {
   assert.equal(e.found, false);
   assert.equal(e.failed, false);
 });
+
+Deno.test("CLI: log explain --json keeps the contract fields, and its exit code says the verdict", async () => {
+  const dir = Deno.makeTempDirSync();
+  const write = (name: string, records: LogRecord[]) => {
+    const path = `${dir}/${name}`;
+    Deno.writeTextFileSync(path, records.map((r) => JSON.stringify(r)).join("\n") + "\n");
+    return path;
+  };
+  const source = write("source.jsonl", [...setUp(STATE), ...transfer("SAVE")]);
+  const failedLoad = write("dst.jsonl", [...setUp(STATE), ...transfer("LOAD", { check: 1 })]);
+  const goodLoad = write("dst-ok.jsonl", [...setUp(STATE), ...transfer("LOAD")]);
+  const empty = write("empty.jsonl", []);
+  const cli = new URL("../../cli.ts", import.meta.url).pathname;
+  const explain = (...args: string[]) =>
+    new Deno.Command(Deno.execPath(), { args: ["run", "-A", cli, "log", "explain", ...args] })
+      .output();
+
+  const failed = await explain(source, failedLoad, "--json");
+  assert.equal(failed.code, 1);
+  const e = JSON.parse(new TextDecoder().decode(failed.stdout));
+  assert.deepEqual(
+    { failed: e.failed, step: e.step, side: e.side, culprit: e.culprit },
+    { failed: true, step: "CHECK_DEVICE_STATE", side: "destination", culprit: "back-end" },
+  );
+  assert.equal(typeof e.reason, "string");
+
+  const ok = await explain(source, goodLoad);
+  assert.equal(ok.code, 0);
+  assert.match(new TextDecoder().decode(ok.stdout), /Verdict: OK/);
+  assert.equal((await explain(empty)).code, 3);
+  assert.equal((await explain()).code, 2);
+});
