@@ -54,11 +54,13 @@ export interface FdRule {
  * When a request gets a reply.
  * - `always`: the peer must reply with the reply layout.
  * - `ack`: a u64 result, when NEED_REPLY is set and (main channel) REPLY_ACK is negotiated.
+ * - `asked`: a u64 result whenever NEED_REPLY is set, REPLY_ACK or not (POSTCOPY_END in the
+ *   newest text: QEMU reads a reply whenever it set NEED_REPLY).
  * - `never`: no reply of its own; the generic REPLY_ACK rule still makes a
  *   NEED_REPLY request get a u64 ack (spec "REPLY_ACK": every request without
  *   an explicit reply body).
  */
-export type ReplyRule = "always" | "ack" | "never";
+export type ReplyRule = "always" | "ack" | "asked" | "never";
 
 /** Which negotiated feature makes a request legal. */
 export interface FeatureGate {
@@ -328,8 +330,8 @@ export const REQUESTS: readonly RequestSpec[] = [
     "IOTLB_MSG",
     "main",
     "iotlb",
-    "ack",
-    "IOTLB update or invalidation (QEMU always sets NEED_REPLY)",
+    "always",
+    "IOTLB update or invalidation; the back-end acknowledges it with a u64",
     {
       gate: { virtio: "VIRTIO_F_ACCESS_PLATFORM" },
     },
@@ -405,8 +407,8 @@ export const REQUESTS: readonly RequestSpec[] = [
     "POSTCOPY_END",
     "main",
     "empty",
-    "ack",
-    "Postcopy: leave postcopy mode (QEMU always sets NEED_REPLY)",
+    "asked",
+    "Postcopy: leave postcopy mode; a u64 answers NEED_REPLY, REPLY_ACK or not",
     {
       gate: { protocol: "PAGEFAULT" },
     },
@@ -542,6 +544,18 @@ export const REQUESTS: readonly RequestSpec[] = [
     {
       reply: "shmem_config",
       gate: { protocol: "SHMEM" },
+    },
+  ),
+  row(
+    45,
+    "GET_VRING_BASE_SKIP_DRAIN",
+    "main",
+    "vring_state",
+    "always",
+    "Stop a ring without draining in-flight I/O and get its next available index",
+    {
+      reply: RING_BASE,
+      gate: { protocol: "GET_VRING_BASE_SKIP_DRAIN" },
     },
   ),
 

@@ -20,7 +20,7 @@ import { BufferPool } from "./buffer_pool.ts";
 /** Size of the vhost-user header; its u32 at offset 8 is the payload length. */
 export const FRAME_HEADER_SIZE = 12;
 
-/** The relay's payload bound (rust-vmm's 4096): channels of that size share pooled buffers. */
+/** Pooled buffer payload size: channels bounded at or below it share pooled buffers. */
 const POOLED_PAYLOAD = 4096;
 const framePool = new BufferPool(FRAME_HEADER_SIZE + POOLED_PAYLOAD, 64);
 
@@ -80,7 +80,7 @@ export class MessageChannel {
   constructor(socket: OwnedFd, options: { maxPayload: number }) {
     this.socket = socket;
     this.maxPayload = options.maxPayload;
-    this.#buf = options.maxPayload === POOLED_PAYLOAD
+    this.#buf = options.maxPayload <= POOLED_PAYLOAD
       ? framePool.take()
       : new Uint8Array(new ArrayBuffer(FRAME_HEADER_SIZE + options.maxPayload));
     this.#view = new DataView(this.#buf.buffer);

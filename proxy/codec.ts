@@ -30,10 +30,16 @@ import {
   type RequestSpec,
   type Side,
 } from "./catalogue.ts";
-import { hasProtocolFeature, hasVirtioFeature, protocolFeatureBit } from "./features.ts";
+import {
+  hasProtocolFeature,
+  hasVirtioFeature,
+  protocolFeatureBit,
+  unmetRequirements,
+} from "./features.ts";
 import {
   decodePayload,
   encodePayload,
+  GPA_ADDRESS_LAYOUTS,
   hex,
   type LayoutName,
   LAYOUTS,
@@ -61,7 +67,7 @@ export const FLAG_VERSION_MASK = 0x3;
 export const FLAG_REPLY = 0x4;
 /** Flags bit 3: the sender asks for a reply (acked when REPLY_ACK is negotiated). */
 export const FLAG_NEED_REPLY = 0x8;
-/** Flags bits 4–31: reserved, must be 0 (rust-vmm rejects them). */
+/** Flags bits 4–31: reserved for later; relayed with a warning (rust-vmm rejects them). */
 export const FLAG_RESERVED_MASK = 0xfffffff0;
 /** The only protocol version. */
 export const PROTOCOL_VERSION = 0x1;
@@ -165,6 +171,11 @@ export interface Message {
   readonly fdCount: number;
   /** Harmless oddities a peer accepts; the message is still relayable. */
   readonly warnings: readonly string[];
+  /**
+   * `guest-physical` when F_GPA_ADDRESSES is negotiated and the payload's address fields
+   * (region user addresses, ring addresses, IOTLB_MSG uaddr) carry guest-physical addresses.
+   */
+  readonly addresses?: "guest-physical";
 }
 
 /** Result of {@link decodeMessage}: a message, or the violation that prevents one. */
@@ -255,7 +266,8 @@ export function replyFdsAllowed(request: Message, replyPayload?: Payload): FdRan
 /**
  * Whether the peer will reply to this request (spec §1.5 reply column):
  * `always` rows; SET_LOG_BASE with F_LOG_SHMFD; postcopy SET_MEM_TABLE /
- * ADD_MEM_REG after POSTCOPY_LISTEN; otherwise only NEED_REPLY requests, and on
+ * ADD_MEM_REG after POSTCOPY_LISTEN; `asked` rows (POSTCOPY_END) whenever NEED_REPLY is
+ * set; otherwise only NEED_REPLY requests, and on
  * the main channel only with F_REPLY_ACK negotiated. On the back-end channel
  * QEMU answers every NEED_REPLY request, REPLY_ACK or not (Q-vu `backend_read`).
  * Postcopy acknowledgements and replies never get replies.
@@ -268,6 +280,7 @@ export function replyExpected(message: Message, negotiated: Negotiated): boolean
     hasProtocolFeature(negotiated.protocol, "REPLY_ACK", message.dialect);
   if (spec !== undefined) {
     if (spec.replies === "always") return true;
+    if (spec.replies === "asked" && needReply) return true;
     if (spec.postcopy?.reply !== undefined && negotiated.postcopy) return true;
     if (
       spec.alwaysWith !== undefined &&
@@ -334,11 +347,11 @@ function decode(
   if (version !== PROTOCOL_VERSION) {
     return fail("flags", "flags", `version is "${version}", expected ${PROTOCOL_VERSION}`);
   }
+  const warnings: string[] = [];
   if ((flags & FLAG_RESERVED_MASK) !== 0) {
-    return fail(
-      "flags",
-      "flags",
-      `reserved flag bits "${hex((flags & FLAG_RESERVED_MASK) >>> 0)}" are set`,
+    // Reserved for later flags: a newer peer may use them; the receiver decides.
+    warnings.push(
+      `reserved flag bits "${hex((flags & FLAG_RESERVED_MASK) >>> 0)}" are set: relayed`,
     );
   }
   const isReply = (flags & FLAG_REPLY) !== 0;
@@ -377,10 +390,10 @@ function decode(
     return fail("fds", "fds", `"${fdCount}" fds attached, expected at most ${MAX_FDS}`);
   }
 
-  const warnings: string[] = [];
   const done = (payload: Payload): DecodeResult => ({
     ok: true,
     message: {
+      ...(gpaAddresses(payload, ctx) ? { addresses: "guest-physical" as const } : {}),
       header: { request: code, flags, size: header.size },
       code,
       name,
@@ -452,6 +465,25 @@ function decode(
   if (payload.layout === "postcopy_ack" && payload.value !== 0n) {
     warnings.push(`postcopy acknowledgement is "${payload.value}", expected 0`);
   }
+  if (kind === "request" && gpaAddresses(payload, ctx)) {
+    const regions = "regions" in payload
+      ? payload.regions
+      : "userspaceAddr" in payload
+      ? [payload]
+      : [];
+    regions.forEach((r, i) => {
+      if (r.userspaceAddr !== r.guestPhysAddr) {
+        warnings.push(
+          `region ${i} user address "${hex(r.userspaceAddr)}" differs from its guest address ${
+            hex(r.guestPhysAddr)
+          } though GPA_ADDRESSES is negotiated`,
+        );
+      }
+    });
+  }
+  if (kind === "request" && payload.layout === "protocol_features") {
+    warnings.push(...unmetRequirements(payload.features, ctx.dialect));
+  }
   if (kind === "request" && payload.layout === "vring_state") {
     for (const check of spec.checks ?? []) {
       if (check === "num_is_bool" && payload.num > 1) {
@@ -495,6 +527,14 @@ function decode(
     }
   }
   return done(payload);
+}
+
+/** Whether the payload's address fields are guest-physical (F_GPA_ADDRESSES, spec §1.10). */
+function gpaAddresses(payload: Payload, ctx: DecodeContext): boolean {
+  if (!GPA_ADDRESS_LAYOUTS.has(payload.layout)) return false;
+  // BACKEND_IOTLB_MSG keeps its IOVA/user-address meaning.
+  if (payload.layout === "iotlb" && ctx.channel === "backend") return false;
+  return hasProtocolFeature(ctx.negotiated.protocol, "GPA_ADDRESSES", ctx.dialect);
 }
 
 function fdDetail(count: number, range: FdRange, rule: FdRule, payload: Payload): string {
@@ -668,6 +708,7 @@ export function messageToJson(message: Message): Record<string, unknown> {
     size: message.header.size,
     fds: message.fdCount,
     layout: message.payload.layout,
+    ...(message.addresses === undefined ? {} : { addresses: message.addresses }),
     payload: payloadToJson(message.payload, { dialect: message.dialect, fdCount: message.fdCount }),
     ...(message.warnings.length > 0 ? { warnings: [...message.warnings] } : {}),
   };

@@ -245,6 +245,9 @@ class DeviceStateHandler implements DeviceStateHooks {
     const v = new DataView(frame.payload.buffer, frame.payload.byteOffset, 8);
     const direction: StateDirection = v.getUint32(0, true) === 0 ? "SAVE" : "LOAD";
     const phase = v.getUint32(4, true);
+    // Phases other than 0 (STOPPED) "might be added" (spec §1.10): the codec warns, and the
+    // proxy relays the request and its reply untouched, taking no part in the transfer.
+    if (phase !== 0) return { action: "forward", note: `phase ${phase} relayed untouched` };
     if (this.#transfer && !this.#transfer.outcome) {
       this.#end(this.#transfer, "a new SET_DEVICE_STATE_FD replaced it");
     }

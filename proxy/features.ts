@@ -21,6 +21,8 @@ export interface ProtocolFeatureRow {
   readonly name: string;
   /** What negotiating the bit means, one line. */
   readonly summary: string;
+  /** Features the spec allows this one only together with (upstream names). */
+  readonly requires?: readonly string[];
   /**
    * How other dialects number the feature: `null` when the feature does not
    * exist there, an object when it sits at another bit (and maybe has another
@@ -31,7 +33,10 @@ export interface ProtocolFeatureRow {
   >;
 }
 
-/** Every protocol feature bit the spec defines (0..21), in bit order. */
+/**
+ * Every protocol feature bit the newest spec text defines (0..23, spec §1.3.2 and §1.10), in
+ * bit order. Bits beyond the table read `bit N` and are relayed like any other.
+ */
 export const PROTOCOL_FEATURES = [
   { bit: 0, name: "MQ", summary: "Multiple queues; the front-end asks GET_QUEUE_NUM" },
   { bit: 1, name: "LOG_SHMFD", summary: "Dirty log passed as a shared memory fd in SET_LOG_BASE" },
@@ -78,7 +83,23 @@ export const PROTOCOL_FEATURES = [
     name: "GET_VRING_BASE_INFLIGHT",
     summary: "GET_VRING_BASE may return with I/O still in flight",
   },
-  { bit: 21, name: "SHMEM", summary: "Shared memory regions (GET_SHMEM_CONFIG, SHMEM_MAP)" },
+  {
+    bit: 21,
+    name: "GPA_ADDRESSES",
+    summary: "Address fields carry guest-physical addresses (region uaddr = GPA, ring GPAs)",
+  },
+  {
+    // Bit 21 in the earlier series and rust-vmm/vhost 0.16; 22 in the newest text (§1.10).
+    bit: 22,
+    name: "SHMEM",
+    summary: "Shared memory regions (GET_SHMEM_CONFIG, BACKEND_SHMEM_MAP/UNMAP)",
+  },
+  {
+    bit: 23,
+    name: "GET_VRING_BASE_SKIP_DRAIN",
+    summary: "GET_VRING_BASE_SKIP_DRAIN stops a ring without draining (needs bits 20 and 12)",
+    requires: ["GET_VRING_BASE_INFLIGHT", "INFLIGHT_SHMFD"],
+  },
 ] as const satisfies readonly ProtocolFeatureRow[];
 
 /** Upstream name of a protocol feature, e.g. `"REPLY_ACK"`. */
@@ -216,6 +237,36 @@ export function bitsOf(mask: bigint): number[] {
  */
 export function describeProtocolFeatures(mask: bigint, dialect: Dialect = "upstream"): string[] {
   return bitsOf(mask).map((bit) => protocolFeatureAt(bit, dialect)?.name ?? `bit ${bit}`);
+}
+
+/**
+ * Protocol features set in `mask` without a feature the spec allows them only with
+ * (`GET_VRING_BASE_SKIP_DRAIN` needs `GET_VRING_BASE_INFLIGHT` and `INFLIGHT_SHMFD`), one
+ * sentence each. The relay warns and forwards: the back-end decides.
+ *
+ * @example
+ * ```ts
+ * unmetRequirements(1n << 23n);
+ * // ["GET_VRING_BASE_SKIP_DRAIN (bit 23) is set without GET_VRING_BASE_INFLIGHT (bit 20), INFLIGHT_SHMFD (bit 12)"]
+ * ```
+ */
+export function unmetRequirements(mask: bigint, dialect: Dialect = "upstream"): string[] {
+  const out: string[] = [];
+  for (const row of protocolRows) {
+    const place = protocolFeaturePlace(row, dialect);
+    if (row.requires === undefined || place === undefined) continue;
+    if ((mask & (1n << BigInt(place.bit))) === 0n) continue;
+    const missing = row.requires
+      .map((name) => ({ name, bit: protocolFeatureBit(name as ProtocolFeatureName, dialect) }))
+      .filter((r) => r.bit === undefined || (mask & (1n << BigInt(r.bit))) === 0n);
+    if (missing.length === 0) continue;
+    out.push(
+      `${place.name} (bit ${place.bit}) is set without ${
+        missing.map((r) => `${r.name} (bit ${r.bit ?? "none"})`).join(", ")
+      }`,
+    );
+  }
+  return out;
 }
 
 /** Bit number of a named virtio feature. */

@@ -45,6 +45,11 @@ export interface IntField {
   readonly names?: Readonly<Record<number, string>>;
   /** Values outside {@link names} are violations. */
   readonly strict?: boolean;
+  /**
+   * Values outside {@link names} are reserved for later (the spec says more "might be
+   * added"): a warning, and the message is relayed.
+   */
+  readonly later?: boolean;
   /** Padding: non-zero is a warning and the JSON view omits it while zero. */
   readonly reserved?: boolean;
 }
@@ -422,16 +427,28 @@ function structIssues<T>(fields: FieldTable<T>, value: T): LayoutIssue[] {
         detail: `reserved field ${name} is "${shown}", expected 0`,
       });
     }
-    if (field.kind !== "bits" && "names" in field && field.strict && typeof v === "number") {
+    if (
+      field.kind !== "bits" && "names" in field && (field.strict || field.later) &&
+      typeof v === "number"
+    ) {
       const names = field.names ?? {};
       if (!(v in names)) {
         const allowed = Object.entries(names).map(([k, n]) => `${k} (${n})`).join(" or ");
-        issues.push({
-          severity: "violation",
-          kind: "value",
-          field: name,
-          detail: `${name} is "${v}", expected ${allowed}`,
-        });
+        issues.push(
+          field.later
+            ? {
+              severity: "warning",
+              kind: "value",
+              field: name,
+              detail: `${name} is "${v}", reserved for later (defined: ${allowed}): relayed`,
+            }
+            : {
+              severity: "violation",
+              kind: "value",
+              field: name,
+              detail: `${name} is "${v}", expected ${allowed}`,
+            },
+        );
       }
     }
   }
@@ -655,11 +672,24 @@ export interface CryptoSession {
   readonly sessionId: bigint;
 }
 
-/** `VhostUserShMemConfig` (2056): `nregions` then 256 u64 sizes. */
+/**
+ * `VhostUserShMemConfig` (2056): `nregions` then 256 u64 sizes. The array index is the region
+ * id and `nregions` counts the non-zero sizes (spec §1.10): regions may sit at any ids.
+ */
 export interface ShmemConfig {
   readonly nregions: number;
   readonly padding: number;
+  /** All 256 entries; entry `i` is the size of region id `i` (0 = no region). */
   readonly memorySizes: readonly bigint[];
+}
+
+/** The regions of a shared-memory config: id and size of every non-zero entry. */
+export function shmemRegions(value: ShmemConfig): { id: number; size: bigint }[] {
+  const out: { id: number; size: bigint }[] = [];
+  value.memorySizes.forEach((size, id) => {
+    if (size !== 0n) out.push({ id, size });
+  });
+  return out;
 }
 
 /** `VhostUserMMap` (40, rust-vmm 0.16). */
@@ -832,7 +862,8 @@ const INFLIGHT_FIELDS: FieldTable<Inflight> = {
 
 const DEVICE_STATE_PARAMS_FIELDS: FieldTable<DeviceStateParams> = {
   direction: { kind: "u32", at: 0, names: DIRECTION_NAMES, strict: true },
-  phase: { kind: "u32", at: 4, names: PHASE_NAMES, strict: true },
+  // Only 0 (STOPPED) is defined "currently"; "additional phases might be added" (§1.10).
+  phase: { kind: "u32", at: 4, names: PHASE_NAMES, later: true },
 };
 
 const DEVICE_STATE_RESULT_FIELDS: FieldTable<DeviceStateResult> = {
@@ -1083,7 +1114,17 @@ const shmemConfigLayout: Layout<ShmemConfig> = {
         detail: `reserved field padding is "${hex(padding)}", expected 0`,
       });
     }
-    return { value: { nregions, padding, memorySizes }, issues };
+    const value = { nregions, padding, memorySizes };
+    const present = shmemRegions(value).length;
+    if (nregions <= SHMEM_CONFIG_ENTRIES && nregions !== present) {
+      issues.push({
+        severity: "warning",
+        kind: "value",
+        field: "nregions",
+        detail: `nregions is "${nregions}" but ${present} region sizes are non-zero`,
+      });
+    }
+    return { value, issues };
   },
   encode(value) {
     if (value.memorySizes.length !== SHMEM_CONFIG_ENTRIES) {
@@ -1103,14 +1144,12 @@ const shmemConfigLayout: Layout<ShmemConfig> = {
   toJson: (value) => ({
     nregions: value.nregions,
     ...(value.padding !== 0 ? { padding: hex(value.padding) } : {}),
-    // Only the announced regions are meaningful; the rest of the array is slack.
-    memorySizes: value.memorySizes.slice(0, Math.min(value.nregions, SHMEM_CONFIG_ENTRIES)).map(
-      hex,
-    ),
+    // The array index is the region id: every non-zero entry is a region, wherever it sits.
+    regions: shmemRegions(value).map((r) => ({ id: r.id, size: hex(r.size) })),
   }),
   summary: (value) =>
     `nregions=${value.nregions} ${
-      value.memorySizes.slice(0, Math.min(value.nregions, 8)).map(sizeText).join(" ")
+      shmemRegions(value).slice(0, 8).map((r) => `${r.id}:${sizeText(r.size)}`).join(" ")
     }`.trimEnd(),
 };
 
@@ -1164,10 +1203,19 @@ function regionIssues(r: MemoryRegion, prefix = ""): LayoutIssue[] {
   return [];
 }
 
-/** rust-vmm's ring-address check: known flags; descriptor 16-, used 4-, available 2-aligned. */
+/**
+ * rust-vmm's ring-address check: descriptor 16-, used 4-, available 2-aligned. Flag bits other
+ * than LOG are reserved for later: a warning (rust-vmm refuses them; the back-end decides).
+ */
 function vringAddrIssues(v: VringAddr): LayoutIssue[] {
+  const issues: LayoutIssue[] = [];
   if ((v.flags & ~1) !== 0) {
-    return [refuse("flags", `flags is "${hex(v.flags)}", only bit 0 (LOG) is defined`)];
+    issues.push({
+      severity: "warning",
+      kind: "value",
+      field: "flags",
+      detail: `flags is "${hex(v.flags)}", only bit 0 (LOG) is defined: relayed`,
+    });
   }
   for (
     const [field, addr, align] of [
@@ -1180,7 +1228,7 @@ function vringAddrIssues(v: VringAddr): LayoutIssue[] {
       return [refuse(field, `${field} ${hex(addr)} is not ${align}-byte aligned`)];
     }
   }
-  return [];
+  return issues;
 }
 
 export const LAYOUTS: { readonly [L in LayoutName]: Layout<LayoutValues[L]> } = {
@@ -1413,6 +1461,30 @@ export const LAYOUTS: { readonly [L in LayoutName]: Layout<LayoutValues[L]> } = 
     },
   ),
 };
+
+/**
+ * Layouts whose address fields change meaning with F_GPA_ADDRESSES (spec §1.10): a region's user
+ * address duplicates its guest-physical address, ring addresses and the IOTLB `uaddr` of the
+ * front-end's IOTLB_MSG are guest-physical.
+ */
+export const GPA_ADDRESS_LAYOUTS: ReadonlySet<LayoutName> = new Set<LayoutName>([
+  "memory_table",
+  "memory_table_xen",
+  "mem_region",
+  "mem_region_xen",
+  "vring_addr",
+  "iotlb",
+]);
+
+/**
+ * The largest payload any layout of the spec admits (GET_SHMEM_CONFIG's 2056 bytes, the size of
+ * QEMU's `VhostUserPayload` union in the newest text). Longer messages no valid peer sends.
+ */
+export const LARGEST_PAYLOAD: number = Math.max(
+  ...Object.values(LAYOUTS).filter((l) => l.name !== "raw").map((l) =>
+    "exact" in l.size ? l.size.exact : l.size.max
+  ),
+);
 
 /** The layout table viewed uniformly, for code that dispatches on a payload's layout name. */
 function uniform(name: LayoutName): Layout<Payload> {

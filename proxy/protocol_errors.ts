@@ -10,6 +10,7 @@
  */
 
 import type { Channel, Side } from "./catalogue.ts";
+import { LARGEST_PAYLOAD } from "./layouts.ts";
 
 /** What part of a message broke the rules. */
 export type ViolationKind =
@@ -26,8 +27,11 @@ export type ViolationKind =
   /** The codec itself failed; always a bug in the codec. */
   | "internal";
 
-/** Largest payload rust-vmm accepts; also the codec's bound (spec §1.1). */
-export const MAX_PAYLOAD_SIZE = 4096;
+/**
+ * The codec's bound: the largest payload in the spec (spec §1.1, §1.10; 2056, derived from the
+ * layout table). rust-vmm accepts up to 4096, QEMU up to its payload union (now 2056).
+ */
+export const MAX_PAYLOAD_SIZE: number = LARGEST_PAYLOAD;
 
 /** A malformed message, described precisely enough to log and act on. */
 export interface ProtocolViolation {

@@ -71,12 +71,32 @@ interface PendingReply {
   since: number;
   /** The stuck-reply warning was given. */
   warned?: boolean;
+  /**
+   * The catalogue expects no reply (unknown code, ack not asked for): a reply echoing the code is
+   * still relayed, with a warning; a later reply passes over it.
+   */
+  optional?: boolean;
   /** A reply the proxy answers itself is not awaited from the peer. */
 }
 
 const CONNECT_RETRY_MS = 50;
-/** sizeof(VhostUserPayload) in QEMU (LP64): it refuses longer main-channel replies. */
-const QEMU_MAX_REPLY = 1072;
+/** Optional reply slots kept per channel: the oldest go first (a peer rarely answers them). */
+const MAX_OPTIONAL_REPLIES = 64;
+
+/**
+ * Where in `queue` the reply with `code` belongs, or -1: the first entry that must be answered
+ * when it has that code (optional entries before it went unanswered), else the first optional
+ * entry with that code before it. A conforming peer answers only what is owed, so the owed
+ * entry wins over an optional one with the same code.
+ */
+function matchReply(queue: readonly PendingReply[], code: number): number {
+  let optional = -1;
+  for (let i = 0; i < queue.length; i++) {
+    if (!queue[i].optional) return queue[i].code === code ? i : optional;
+    if (optional < 0 && queue[i].code === code) optional = i;
+  }
+  return optional;
+}
 
 /** What the log record of a relayed message will say, gathered on the way through. */
 export interface PendingRecord {
@@ -298,21 +318,30 @@ export class Session implements EndpointOwner {
 
     let latencyUs: number | undefined;
     if (isReply) {
+      // Replies come in request order and echo the request's code (spec §1.1): matched by code,
+      // whether or not the catalogue knows the request has one.
       const queue = this.#pending[from.kind];
-      const head = queue[0];
-      if (head === undefined || head.code !== header.request) {
+      const at = matchReply(queue, header.request);
+      if (at < 0) {
+        const owed = queue.find((p) => !p.optional);
         closeAll(frame.fds);
         this.#violation(
           from,
           message.name,
           "request",
-          head === undefined
+          owed === undefined
             ? `unsolicited reply to ${message.name}: no request is awaiting a reply`
-            : `reply to ${message.name} while ${head.name} awaits its reply`,
+            : `reply to ${message.name} while ${owed.name} awaits its reply`,
         );
         return;
       }
-      queue.shift();
+      const head = queue[at];
+      queue.splice(0, at + 1);
+      if (head.optional) {
+        warnings.push(
+          `reply to ${head.name}, which the catalogue does not expect to be answered: relayed`,
+        );
+      }
       latencyUs = Math.round((performance.now() - head.since) * 1000);
       const problem = this.#checkReply(from, head.request, message);
       if (problem !== undefined) {
@@ -376,20 +405,13 @@ export class Session implements EndpointOwner {
 
   /**
    * What QEMU checks of a reply beyond its code: GET_CONFIG as long as requested, postcopy
-   * regions matching, and no reply larger than its payload union (1072 bytes): such replies are
-   * refused before QEMU sees them.
+   * regions matching. (The size bound, QEMU's payload union, is the codec's: 2056 bytes.)
    */
   #checkReply(
-    from: Endpoint,
+    _from: Endpoint,
     request: Message,
     reply: Message,
   ): { field: string; detail: string } | undefined {
-    if (from.kind === "main" && reply.header.size > QEMU_MAX_REPLY) {
-      return {
-        field: "size",
-        detail: `reply is ${reply.header.size} bytes, QEMU accepts at most ${QEMU_MAX_REPLY}`,
-      };
-    }
     // Codes were matched already (across dialects); compare the payloads.
     const v = checkReply(
       request.code === reply.code ? request : { ...request, code: reply.code },
@@ -479,7 +501,9 @@ export class Session implements EndpointOwner {
       this.#ioFailed(to, e, name);
       return;
     }
-    if (expectsReply) this.#awaitReply(to.kind, record.forwardedCode ?? header.request, message);
+    if (!isReply) {
+      this.#awaitReply(to.kind, record.forwardedCode ?? header.request, message, !expectsReply);
+    }
     this.#summary.fdsRelayed += fdCount;
     this.#record(from, record);
   }
@@ -513,10 +537,26 @@ export class Session implements EndpointOwner {
     else this.#record(from, record);
   }
 
-  /** Remembers that `to`'s peer owes a reply, and makes sure the stuck-reply check is armed. */
-  #awaitReply(channel: ChannelName, code: number, request: Message): void {
+  /**
+   * Remembers that `to`'s peer owes a reply (or, `optional`, may send one), and makes sure the
+   * stuck-reply check is armed.
+   */
+  #awaitReply(channel: ChannelName, code: number, request: Message, optional: boolean): void {
     const name = request.name;
-    this.#pending[channel].push({ channel, code, name, request, since: performance.now() });
+    const queue = this.#pending[channel];
+    if (optional) {
+      let count = 0;
+      let oldest = -1;
+      for (let i = 0; i < queue.length; i++) {
+        if (!queue[i].optional) continue;
+        if (oldest < 0) oldest = i;
+        count++;
+      }
+      if (count >= MAX_OPTIONAL_REPLIES) queue.splice(oldest, 1);
+      queue.push({ channel, code, name, request, since: performance.now(), optional });
+      return;
+    }
+    queue.push({ channel, code, name, request, since: performance.now() });
     this.#armStuckCheck();
   }
 
@@ -529,7 +569,7 @@ export class Session implements EndpointOwner {
     if (limit <= 0 || this.#stuckTimer !== undefined || this.#ended) return;
     let oldest = Infinity;
     for (const q of [this.#pending.main, this.#pending.backend]) {
-      const head = q.find((p) => !p.warned);
+      const head = q.find((p) => !p.warned && !p.optional);
       if (head !== undefined) oldest = Math.min(oldest, head.since);
     }
     if (oldest === Infinity) return;
@@ -540,7 +580,7 @@ export class Session implements EndpointOwner {
       const now = performance.now();
       for (const q of [this.#pending.main, this.#pending.backend]) {
         for (const p of q) {
-          if (p.warned || now - p.since < limit) continue;
+          if (p.warned || p.optional || now - p.since < limit) continue;
           p.warned = true;
           const side = p.channel === "main" ? "back-end" : "front-end";
           this.emit({
@@ -726,7 +766,10 @@ export class Session implements EndpointOwner {
     this.#ended = true;
     this.#connectTimer?.cancel();
     const now = performance.now();
-    const inFlight = [...this.#pending.main, ...this.#pending.backend].map((p) => ({
+    const owedReplies = [...this.#pending.main, ...this.#pending.backend].filter((p) =>
+      !p.optional
+    );
+    const inFlight = owedReplies.map((p) => ({
       channel: p.channel,
       name: p.name,
       waitedMs: Math.round(now - p.since),

@@ -54,7 +54,7 @@ function flagsFor(rng: Prng, acks: boolean, always: boolean): number {
 
 /** A well-formed front-end request (QEMU on the main socket). */
 export function frontRequest(rng: Prng, replyAck: boolean): Msg {
-  const code = rng.chance(0.08) ? rng.int(45, 300) : rng.pick(MAIN_CODES);
+  const code = rng.chance(0.08) ? rng.int(46, 300) : rng.pick(MAIN_CODES);
   const row = MAIN.get(code);
   const m: Msg = {
     request: code,
@@ -76,6 +76,7 @@ export function frontRequest(rng: Prng, replyAck: boolean): Msg {
       m.payload = vringState(rng.int(0, 3), rng.int(0, 0xffff));
       break;
     case 11:
+    case 45:
       m.payload = vringState(rng.int(0, 3), 0);
       break;
     case 9:
@@ -148,8 +149,13 @@ export function backendRequest(rng: Prng): Msg {
 /** The well-formed reply to `request` on `channel`. */
 export function replyTo(rng: Prng, channel: Channel, request: number): Msg {
   let payload = u64(channel === "main" ? 0 : rng.int(0, 1));
-  if (channel === "main" && request === 11) payload = vringState(rng.int(0, 3), rng.int(0, 0xffff));
-  else if (channel === "main" && MAIN.get(request)?.always) payload = u64(rng.u64());
+  if (channel === "main" && (request === 11 || request === 45)) {
+    payload = vringState(rng.int(0, 3), rng.int(0, 0xffff));
+  } else if (channel === "main" && request === 44) {
+    payload = new Uint8Array(8 + 8 * 256); // no shared memory regions
+  } else if (channel === "main" && MAIN.get(request)?.always) {
+    payload = u64(rng.u64());
+  }
   return { request, flags: REPLY, payload, fds: 0, fdKind: "eventfd" };
 }
 
@@ -202,7 +208,7 @@ export function mutate(rng: Prng, channel: Channel, m: Msg, mutation: Mutation):
       const bytes = frame(m.request, m.flags);
       new DataView(bytes.buffer).setUint32(
         8,
-        rng.chance(0.5) ? 0xffffffff : rng.int(4097, 1 << 30),
+        rng.chance(0.5) ? 0xffffffff : rng.int(2057, 1 << 30),
         true,
       );
       return { bytes, fds: m.fds, fdKind: m.fdKind };
@@ -228,7 +234,7 @@ export function mutate(rng: Prng, channel: Channel, m: Msg, mutation: Mutation):
       m.fds = rng.int(9, 24);
       break;
     case "unknown-code":
-      m.request = channel === "main" ? rng.int(45, 100_000) : rng.int(11, 100_000);
+      m.request = channel === "main" ? rng.int(46, 100_000) : rng.int(11, 100_000);
       break;
     case "other-code":
       m.request = rng.pick(channel === "main" ? MAIN_CODES : BACKEND_CODES);

@@ -54,11 +54,14 @@ export const MAIN: ReadonlyMap<number, Row> = new Map([
   [15, empty("GET_PROTOCOL_FEATURES", { always: true })],
   [17, empty("GET_QUEUE_NUM", { always: true })],
   [18, u64("SET_VRING_ENABLE")],
-  [22, { name: "IOTLB_MSG", size: 32, fds: 0 }],
+  // §1.10: the back-end "has to acknowledge" IOTLB_MSG with a u64, NEED_REPLY or not.
+  [22, { name: "IOTLB_MSG", size: 32, fds: 0, always: true }],
   [36, empty("GET_MAX_MEM_SLOTS", { always: true })],
   [39, u64("SET_STATUS")],
   [40, empty("GET_STATUS", { always: true })],
   [43, empty("CHECK_DEVICE_STATE", { always: true })],
+  [44, empty("GET_SHMEM_CONFIG", { always: true })],
+  [45, u64("GET_VRING_BASE_SKIP_DRAIN", { always: true })],
 ]);
 
 /** Back-end requests the oracle knows (spec §1.6). */
@@ -79,7 +82,18 @@ export const BACKEND: ReadonlyMap<number, Row> = new Map([
   }],
 ]);
 
-const MAIN_REPLY_SIZES: Record<number, number> = { 1: 8, 11: 8, 15: 8, 17: 8, 36: 8, 40: 8, 43: 8 };
+const MAIN_REPLY_SIZES: Record<number, number> = {
+  1: 8,
+  11: 8,
+  15: 8,
+  17: 8,
+  22: 8,
+  36: 8,
+  40: 8,
+  43: 8,
+  44: 8 + 8 * 256,
+  45: 8,
+};
 
 /** A message as the receiving peer saw it. */
 export interface Seen {
@@ -89,9 +103,35 @@ export interface Seen {
   fdCount: number;
 }
 
+/**
+ * A delivered request a reply may answer: `optional` when the spec expects none (unknown code,
+ * no NEED_REPLY); a reply echoing its code is still relayed (the forward-compatible policy).
+ */
+export interface Awaiting {
+  code: number;
+  optional: boolean;
+}
+
+/** Optional reply slots kept per channel, oldest dropped first (as the proxy does). */
+const MAX_OPTIONAL = 64;
+
+/**
+ * Where the reply with `code` belongs in `queue`, or -1: replies come in request order and echo
+ * the request's code, so it answers the first owed entry when that has its code (optional entries
+ * before it went unanswered), else the first optional entry with its code before it.
+ */
+export function matchReply(queue: readonly Awaiting[], code: number): number {
+  let optional = -1;
+  for (let i = 0; i < queue.length; i++) {
+    if (!queue[i].optional) return queue[i].code === code ? i : optional;
+    if (optional < 0 && queue[i].code === code) optional = i;
+  }
+  return optional;
+}
+
 /** Requests awaiting replies and what was negotiated: shared knowledge of both peers. */
 export class Model {
-  readonly pending: Record<Channel, number[]> = { main: [], backend: [] };
+  readonly pending: Record<Channel, Awaiting[]> = { main: [], backend: [] };
   replyAck: boolean;
 
   constructor(replyAck: boolean) {
@@ -108,8 +148,21 @@ export class Model {
 
   /** Records a delivered message (after {@link judge} found no fault). */
   delivered(channel: Channel, m: Seen, isReply: boolean): void {
-    if (isReply) this.pending[channel].shift();
-    else if (this.expectsReply(channel, m.request, m.flags)) this.pending[channel].push(m.request);
+    const queue = this.pending[channel];
+    if (isReply) {
+      queue.splice(0, matchReply(queue, m.request) + 1);
+      return;
+    }
+    const optional = !this.expectsReply(channel, m.request, m.flags);
+    if (optional && queue.filter((a) => a.optional).length >= MAX_OPTIONAL) {
+      queue.splice(queue.findIndex((a) => a.optional), 1);
+    }
+    queue.push({ code: m.request, optional });
+  }
+
+  /** The request codes still owed a reply, oldest first. */
+  owed(channel: Channel): number[] {
+    return this.pending[channel].filter((a) => !a.optional).map((a) => a.code);
   }
 }
 
@@ -151,19 +204,26 @@ export function judge(
 ): string | undefined {
   const flags = m.flags >>> 0;
   if ((flags & 0x3) !== 1) return `version ${flags & 0x3}`;
-  if ((flags & ~0xf) !== 0) return `reserved flag bits 0x${(flags & ~0xf >>> 0).toString(16)}`;
+  // Reserved flag bits (4–31) are relayed with a warning: reserved for later, not invalid.
   const isReply = (flags & 0x4) !== 0;
   if (isReply === fromRequester) {
     return isReply ? "REPLY bit on a request" : "request from the replier";
   }
-  if (m.payload.length > 4096) return `size ${m.payload.length} > 4096`;
+  // The largest payload in the spec: GET_SHMEM_CONFIG's reply, 8 + 256 × 8 (§1.10).
+  if (m.payload.length > 2056) return `size ${m.payload.length} > 2056`;
   if (m.fdCount > 8) return `${m.fdCount} fds`;
   const table = channel === "main" ? MAIN : BACKEND;
   if (isReply) {
     if ((flags & 0x8) !== 0) return "NEED_REPLY on a reply";
-    const head = model.pending[channel][0];
-    if (head === undefined) return `unsolicited reply ${m.request}`;
-    if (head !== m.request) return `reply ${m.request} while ${head} awaits its reply`;
+    const queue = model.pending[channel];
+    const at = matchReply(queue, m.request);
+    if (at < 0) {
+      const owed = queue.find((a) => !a.optional);
+      return owed === undefined
+        ? `unsolicited reply ${m.request}`
+        : `reply ${m.request} while ${owed.code} awaits its reply`;
+    }
+    const head = queue[at].code;
     const row = table.get(head);
     if (row === undefined) return undefined; // unknown request: its reply is opaque
     const size = channel === "main" && row.always ? MAIN_REPLY_SIZES[head] : 8;

@@ -270,10 +270,10 @@ function act(
 ): boolean {
   // Who acts: requesters any time, repliers when something awaits their reply.
   const choices: PeerName[] = ["front", "front", "front"];
-  if (model.pending.main.length > 0) choices.push("back", "back", "back");
+  if (model.owed("main").length > 0) choices.push("back", "back", "back");
   if (s.backCh) {
     choices.push("backCh", "backCh");
-    if (model.pending.backend.length > 0) choices.push("qemuCh", "qemuCh");
+    if (model.owed("backend").length > 0) choices.push("qemuCh", "qemuCh");
   }
   const by = rng.pick(choices);
   const channel = CHANNEL[by];
@@ -294,7 +294,7 @@ function act(
   let m: Msg;
   if (by === "front") m = frontRequest(rng, model.replyAck);
   else if (by === "backCh") m = backendRequest(rng);
-  else m = replyTo(rng, channel, model.pending[channel][0]);
+  else m = replyTo(rng, channel, model.owed(channel)[0]);
 
   const mutation: Mutation | undefined = rng.chance(rate) ? rng.pick(MUTATIONS) : undefined;
   const wire = mutation ? mutate(rng, channel, m, mutation) : wireOf(rng, m);

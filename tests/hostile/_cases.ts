@@ -34,6 +34,7 @@ import {
   region,
   REPLY,
   REQ,
+  shmemConfig,
   u64,
   uuid,
   vringAddr,
@@ -101,7 +102,15 @@ export type Expect =
     /** Pattern the error sentence must match. */
     message?: RegExp;
   }
-  | { policy: "relay"; warning?: RegExp; fds?: number }
+  | {
+    policy: "relay";
+    warning?: RegExp;
+    /** No logged warning of the relayed message may match. */
+    noWarning?: RegExp;
+    fds?: number;
+    /** The receiver's reply, which must then be relayed back verbatim. */
+    answer?: { request: number; payload?: Uint8Array };
+  }
   | { policy: "no-fd"; request: string }
   | { policy: "peer-close"; closedBy: SenderSide; reason: RegExp; inFlight?: string[] }
   | { policy: "channel-close"; side: SenderSide; warning: RegExp };
@@ -131,6 +140,7 @@ export type Group =
   | "reply correlation"
   | "values"
   | "unknown codes"
+  | "newest spec"
   | "framing and vanishing peers";
 
 const ACK: Setup = { acked: PF.REPLY_ACK };
@@ -171,11 +181,13 @@ export const CASES: readonly Case[] = [
     expect: reject("front-end", "GET_FEATURES", "flags", { message: /version/ }),
   })),
   ...[0x11, 0x80000001, 0xfffffff1].map((flags): Case => ({
-    name: `GET_FEATURES with reserved flag bits (0x${flags.toString(16)}) is rejected`,
+    name: `GET_FEATURES with reserved flag bits (0x${
+      flags.toString(16)
+    }) is relayed with a warning`,
     group: "header flags",
-    source: "§1.1 bits 4–31 reserved; rust-vmm RESERVED_BITS = !0xf",
+    source: "§1.1 bits 4–31 reserved for later: the receiver decides (forward compatibility)",
     send: { ...GET_FEATURES, flags },
-    expect: reject("front-end", "GET_FEATURES", "flags", { message: /reserved/ }),
+    expect: { policy: "relay", warning: /reserved flag bits/ },
   })),
   {
     name: "a front-end request with the REPLY bit (GET_FEATURES 0x5) is rejected",
@@ -199,7 +211,7 @@ export const CASES: readonly Case[] = [
     send: { by: "back", request: 1, flags: 0xd, payload: u64(1n << 30n) },
     expect: reject("back-end", "GET_FEATURES", "flags", { message: /NEED_REPLY/ }),
   },
-  ...[0x4, 0x6, 0x15].map((flags): Case => ({
+  ...[0x4, 0x6].map((flags): Case => ({
     name: `a GET_FEATURES reply with flags 0x${flags.toString(16)} is rejected`,
     group: "header flags",
     source: "§1.1 QEMU requires reply flags exactly 0x5",
@@ -207,6 +219,14 @@ export const CASES: readonly Case[] = [
     send: { by: "back", request: 1, flags, payload: u64(1n << 30n) },
     expect: reject("back-end", "GET_FEATURES", "flags"),
   })),
+  {
+    name: "a GET_FEATURES reply with a reserved flag bit (flags 0x15) is relayed with a warning",
+    group: "header flags",
+    source: "§1.1 bits 4–31 reserved for later: the receiver decides (forward compatibility)",
+    prelude: [GET_FEATURES],
+    send: { by: "back", request: 1, flags: 0x15, payload: u64(1n << 30n) },
+    expect: { policy: "relay", warning: /reserved flag bits "0x10"/ },
+  },
   {
     name: "a request from the back-end on the main channel is rejected",
     group: "header flags",
@@ -243,7 +263,7 @@ export const CASES: readonly Case[] = [
   // ---- sizes (spec §1.4/§1.5 exact layouts; rust-vmm check_request_size, MAX_MSG_SIZE) -----
   ...([
     [9, "SET_VRING_ADDR", 12],
-    [9, "SET_VRING_ADDR", 4096],
+    [9, "SET_VRING_ADDR", 2000],
     [2, "SET_FEATURES", 4],
     [1, "GET_FEATURES", 8],
     [8, "SET_VRING_NUM", 16],
@@ -314,11 +334,18 @@ export const CASES: readonly Case[] = [
     expect: reject("back-end", "BACKEND_IOTLB_MSG", "size", { channel: "backend" }),
   },
   {
-    name: "an unknown request with 4097 bytes (one over the bound) is rejected",
+    name: "an unknown request with 2057 bytes (one over the bound) is rejected",
     group: "sizes",
-    source: "§1.1 rust-vmm MAX_MSG_SIZE 0x1000: unknown codes are bounded too",
-    send: { by: "front", request: 99, flags: REQ, payload: new Uint8Array(4097) },
-    expect: reject("front-end", "UNKNOWN(99)", "size"),
+    source: "§1.10 2056 (GET_SHMEM_CONFIG's reply) is the largest payload: unknown codes too",
+    send: { by: "front", request: 99, flags: REQ, payload: new Uint8Array(2057) },
+    expect: reject("front-end", "UNKNOWN(99)", "size", { message: /limit of 2056 bytes/ }),
+  },
+  {
+    name: "SET_VRING_ADDR with a 4096-byte payload (over the bound) is rejected",
+    group: "sizes",
+    source: "§1.10 2056 is the largest payload; rust-vmm MAX_MSG_SIZE 0x1000",
+    send: { by: "front", request: 9, flags: REQ, payload: new Uint8Array(4096) },
+    expect: reject("front-end", "SET_VRING_ADDR", "size", { message: /limit of 2056 bytes/ }),
   },
 
   // ---- SET_MEM_TABLE (spec §1.4.1, §1.5 #5; rust-vmm set_mem_table) ------------------------
@@ -596,21 +623,21 @@ export const CASES: readonly Case[] = [
     expect: reject("back-end", "GET_PROTOCOL_FEATURES", "request", { message: /GET_FEATURES/ }),
   },
   {
-    name: "a reply to SET_VRING_NUM (no NEED_REPLY) is rejected",
+    name: "a reply to SET_VRING_NUM (no NEED_REPLY) is relayed with a warning",
     group: "reply correlation",
-    source: "§1.5 #8 replies only with NEED_REPLY + REPLY_ACK",
+    source: "§1.1 a reply echoes its request's code: matched by code, the front-end decides",
     setup: ACK,
     prelude: [{ by: "front", request: 8, flags: REQ, payload: vringState(0, 256) }],
     send: { by: "back", request: 8, flags: REPLY, payload: u64(0) },
-    expect: reject("back-end", "SET_VRING_NUM", "request"),
+    expect: { policy: "relay", warning: /does not expect to be answered/ },
   },
   {
-    name: "an ack to NEED_REPLY without REPLY_ACK negotiated is rejected",
+    name: "an ack to NEED_REPLY without REPLY_ACK negotiated is relayed with a warning",
     group: "reply correlation",
-    source: "spec REPLY_ACK: acks only when F_REPLY_ACK was negotiated",
+    source: "spec REPLY_ACK: acks only when F_REPLY_ACK was negotiated; the code still matches",
     prelude: [{ by: "front", request: 8, flags: NEED_REPLY, payload: vringState(0, 256) }],
     send: { by: "back", request: 8, flags: REPLY, payload: u64(0) },
-    expect: reject("back-end", "SET_VRING_NUM", "request"),
+    expect: { policy: "relay", warning: /does not expect to be answered/ },
   },
   {
     name: "a second reply to one IOTLB_MSG is rejected",
@@ -651,9 +678,9 @@ export const CASES: readonly Case[] = [
     expect: reject("back-end", "GET_CONFIG", "size"),
   },
   {
-    name: "a SET_LOG_BASE reply larger than QEMU's payload union (2000 bytes) is rejected",
+    name: "a SET_LOG_BASE reply of 2000 bytes (inside QEMU's payload union) is relayed raw",
     group: "reply correlation",
-    source: "§1.1 QEMU rejects reply size > 1072",
+    source: "§1.10 QEMU's payload union is now 2056 bytes; it reads SET_LOG_BASE's reply leniently",
     setup: { acked: PF.REPLY_ACK | PF.LOG_SHMFD },
     prelude: [{
       by: "front",
@@ -664,7 +691,7 @@ export const CASES: readonly Case[] = [
       fdKind: "memfd",
     }],
     send: { by: "back", request: 6, flags: REPLY, payload: new Uint8Array(2000) },
-    expect: reject("back-end", "SET_LOG_BASE", "size"),
+    expect: { policy: "relay", warning: /reply is 2000 bytes, expected 8: relayed raw/ },
   },
 
   // ---- payload values (spec MUST lines; rust-vmm `is_valid`) ---------------------------------
@@ -690,11 +717,17 @@ export const CASES: readonly Case[] = [
     expect: reject("front-end", "SET_DEVICE_STATE_FD", "direction"),
   },
   {
-    name: "SET_DEVICE_STATE_FD with phase 1 is rejected",
+    name: "SET_DEVICE_STATE_FD with phase 1 is relayed untouched with a warning",
     group: "values",
-    source: "§1.4.1 phase 0 STOPPED only",
+    source: "§1.10 phases other than 0 (STOPPED) might be added",
+    setup: { acked: PF.DEVICE_STATE },
     send: { by: "front", request: 42, flags: REQ, payload: deviceStateParams(0, 1), fds: 1 },
-    expect: reject("front-end", "SET_DEVICE_STATE_FD", "phase"),
+    expect: {
+      policy: "relay",
+      warning: /phase is "1", reserved for later/,
+      fds: 1,
+      answer: { request: 42, payload: u64(1n << 8n) },
+    },
   },
   {
     name: "IOTLB_MSG with type 9 is rejected",
@@ -724,11 +757,11 @@ export const CASES: readonly Case[] = [
     expect: reject("back-end", "SET_DEVICE_STATE_FD", "error"),
   },
   {
-    name: "SET_VRING_ADDR with unknown flag bits is rejected",
+    name: "SET_VRING_ADDR with unknown flag bits is relayed with a warning",
     group: "values",
-    source: "rust-vmm VhostUserVringAddr::is_valid: flags ⊆ VHOST_VRING_F_LOG",
+    source: "flags beyond VHOST_VRING_F_LOG are reserved for later; the back-end decides",
     send: { by: "front", request: 9, flags: REQ, payload: vringAddr({ flags: 0x2 }) },
-    expect: reject("front-end", "SET_VRING_ADDR", "flags"),
+    expect: { policy: "relay", warning: /only bit 0 \(LOG\) is defined/ },
   },
   {
     name: "SET_VRING_ADDR with a misaligned descriptor table is rejected",
@@ -790,11 +823,11 @@ export const CASES: readonly Case[] = [
     expect: { policy: "relay", warning: /unknown request code 4294967295/ },
   },
   {
-    name: "an unknown request with 4096 bytes (the bound) is relayed",
+    name: "an unknown request with 2056 bytes (the bound) is relayed",
     group: "unknown codes",
-    source: "§7 #12; §1.1 4096 is the largest payload",
-    send: { by: "front", request: 45, flags: REQ, payload: garbage(45, 4096) },
-    expect: { policy: "relay", warning: /unknown request code 45/ },
+    source: "§7 #12; §1.10 2056 is the largest payload",
+    send: { by: "front", request: 47, flags: REQ, payload: garbage(47, 2056) },
+    expect: { policy: "relay", warning: /unknown request code 47/ },
   },
   {
     name: "an unknown request with an fd is relayed with its fd",
@@ -802,6 +835,14 @@ export const CASES: readonly Case[] = [
     source: "§7 #12 (future requests may carry fds)",
     send: { by: "front", request: 46, flags: REQ, payload: u64(1), fds: 1 },
     expect: { policy: "relay", warning: /unknown request code 46/, fds: 1 },
+  },
+  {
+    name: "the reply to an unknown request without NEED_REPLY is relayed, matched by its code",
+    group: "unknown codes",
+    source: "§1.1 a reply echoes its request's code (a newer request may always answer)",
+    prelude: [{ by: "front", request: 99, flags: REQ, payload: u64(7) }],
+    send: { by: "back", request: 99, flags: REPLY, payload: u64(9) },
+    expect: { policy: "relay", warning: /does not expect to be answered/ },
   },
   {
     name: "the reply to an unknown NEED_REPLY request is relayed",
@@ -819,6 +860,60 @@ export const CASES: readonly Case[] = [
     setup: CHANNEL,
     send: { by: "backCh", request: 77, flags: REQ, payload: u64(77) },
     expect: { policy: "relay", warning: /unknown request code 77/ },
+  },
+
+  // ---- the newest spec text (protocol.md §1.10): known, relayed, no false warnings --------
+  {
+    name: "GET_VRING_BASE_SKIP_DRAIN (45) is relayed as a known request",
+    group: "newest spec",
+    source: "§1.10 front-end request 45, vring state in, vring state out",
+    setup: { acked: PF.INFLIGHT_SHMFD | PF.GET_VRING_BASE_INFLIGHT | PF.GET_VRING_BASE_SKIP_DRAIN },
+    send: { by: "front", request: 45, flags: REQ, payload: vringState(0, 0) },
+    expect: { policy: "relay", noWarning: /./, answer: { request: 45, payload: vringState(0, 3) } },
+  },
+  {
+    name: "the reply to GET_VRING_BASE_SKIP_DRAIN is relayed to QEMU",
+    group: "newest spec",
+    source: "§1.10 request 45 is always answered",
+    setup: { acked: PF.INFLIGHT_SHMFD | PF.GET_VRING_BASE_INFLIGHT | PF.GET_VRING_BASE_SKIP_DRAIN },
+    prelude: [{ by: "front", request: 45, flags: REQ, payload: vringState(0, 0) }],
+    send: { by: "back", request: 45, flags: REPLY, payload: vringState(0, 17) },
+    expect: { policy: "relay", noWarning: /./ },
+  },
+  {
+    name: "GET_SHMEM_CONFIG with bit 22 negotiated draws no missing-feature warning",
+    group: "newest spec",
+    source: "§1.10 bit 22 = SHMEM (21 in the earlier series is GPA_ADDRESSES now)",
+    setup: { acked: PF.REPLY_ACK | PF.SHMEM },
+    send: { by: "front", request: 44, flags: REQ },
+    expect: {
+      policy: "relay",
+      noWarning: /./,
+      answer: { request: 44, payload: shmemConfig({ 1: 1n << 21n }) },
+    },
+  },
+  {
+    name: "a 2056-byte GET_SHMEM_CONFIG reply (regions at ids 0 and 5) is relayed",
+    group: "newest spec",
+    source: "§1.10 the reply is 8 + 256 × 8 bytes; the array index is the region id",
+    setup: { acked: PF.REPLY_ACK | PF.SHMEM },
+    prelude: [{ by: "front", request: 44, flags: REQ }],
+    send: {
+      by: "back",
+      request: 44,
+      flags: REPLY,
+      payload: shmemConfig({ 0: 1n << 20n, 5: 1n << 30n }),
+    },
+    expect: { policy: "relay", noWarning: /./ },
+  },
+  {
+    name: "a POSTCOPY_END reply without REPLY_ACK negotiated is relayed",
+    group: "newest spec",
+    source: "§1.10 POSTCOPY_END always answers NEED_REPLY with a u64",
+    setup: { acked: PF.PAGEFAULT },
+    prelude: [{ by: "front", request: 30, flags: NEED_REPLY }],
+    send: { by: "back", request: 30, flags: REPLY, payload: u64(0) },
+    expect: { policy: "relay", noWarning: /./ },
   },
 
   // ---- framing, garbage, vanishing peers (spec §1.2, §6.3) ------------------------------

@@ -14,7 +14,7 @@ import type { MessageRecord, ProblemRecord } from "../../proxy/log_record.ts";
 import type { ScriptedPeer } from "../support/scripted_peer.ts";
 import { type Case, type Expect, OPPOSITE, type PeerName, type Send, SIDE } from "./_cases.ts";
 import { drain, type ProxyProcess, type Session } from "./_rig.ts";
-import { frame, makeFds, sendmsgFds, sleepSync } from "./_wire.ts";
+import { frame, makeFds, REPLY, sendmsgFds, sleepSync } from "./_wire.ts";
 
 /** How long a hostile session may take to be closed (issue 4). */
 export const CLOSE_WITHIN_MS = 2000;
@@ -164,6 +164,19 @@ function checkPolicy(proxy: ProxyProcess, s: Session, c: Case, e: Expect): CaseR
           record.warnings?.some((w) => e.warning!.test(w)),
           `warning ${e.warning} logged: ${JSON.stringify(record.warnings)}`,
         );
+      }
+      if (e.noWarning) {
+        assert.ok(
+          !record.warnings?.some((w) => e.noWarning!.test(w)),
+          `no warning matching ${e.noWarning}: ${JSON.stringify(record.warnings)}`,
+        );
+      }
+      if (e.answer) {
+        s.relay(peerOf(s, opposite), peerOf(s, send.by), {
+          request: e.answer.request,
+          flags: REPLY,
+          payload: e.answer.payload,
+        });
       }
       s.roundTrip(); // the session goes on
       return { note: record.warnings?.join("; ") };

@@ -35,6 +35,12 @@ export const PF = {
   CONFIGURE_MEM_SLOTS: 1n << 15n,
   STATUS: 1n << 16n,
   SHARED_OBJECT: 1n << 18n,
+  DEVICE_STATE: 1n << 19n,
+  GET_VRING_BASE_INFLIGHT: 1n << 20n,
+  GPA_ADDRESSES: 1n << 21n,
+  SHMEM: 1n << 22n,
+  GET_VRING_BASE_SKIP_DRAIN: 1n << 23n,
+  PAGEFAULT: 1n << 8n,
 } as const;
 
 /** Virtio features a back-end offers in the tests: VERSION_1 and PROTOCOL_FEATURES (bit 30). */
@@ -161,6 +167,15 @@ export function inflight(o: { mmapSize?: bigint; numQueues?: number; queueSize?:
 /** `VhostUserTransferDeviceState` (8 bytes). */
 export function deviceStateParams(direction: number, phase: number): Uint8Array {
   return vringState(direction, phase);
+}
+
+/** A GET_SHMEM_CONFIG reply: 256 region sizes indexed by region id (spec §1.10). */
+export function shmemConfig(sizes: Record<number, bigint>): Uint8Array {
+  const [b, v] = buffer(8 + 8 * 256);
+  const ids = Object.keys(sizes).map(Number);
+  v.setUint32(0, ids.length, true);
+  for (const id of ids) v.setBigUint64(8 + 8 * id, sizes[id], true);
+  return b;
 }
 
 /** A 16-byte UUID payload. */

@@ -1,6 +1,6 @@
 /**
  * Floods through the proxy subprocess: 10,000 back-end-channel IOTLB messages, 200
- * connect/close cycles, and a slow (then stalled) reader on each side with 4 KiB payloads.
+ * connect/close cycles, and a slow (then stalled) reader on each side with 2 KiB payloads.
  * Each checks ordering, that nothing is dropped, and the proxy's memory (VmRSS/VmHWM) stays
  * bounded; the measurements are printed for the report.
  */
@@ -173,7 +173,7 @@ Deno.test({
 
       for (const side of ["back-end (main channel)", "QEMU (back-end channel)"] as const) {
         await t.step({
-          name: `a stalled, then slow ${side} reader: 2,000 × 4 KiB relayed in order with ` +
+          name: `a stalled, then slow ${side} reader: 2,000 × 2 KiB relayed in order with ` +
             "bounded buffering",
           ...NO_SANITIZERS,
           fn: () => slowReader(proxy, baseline, side === "QEMU (back-end channel)"),
@@ -185,14 +185,14 @@ Deno.test({
   },
 });
 
-const BIG = 4096;
+const BIG = 2056;
 const BIG_COUNT = 2000;
-/** The slow reader's pace: 1.5 messages (6 KiB) per millisecond. */
+/** The slow reader's pace: 1.5 messages (3 KiB) per millisecond. */
 const READ_PER_MS = 1.5;
 
 /**
- * The reader stalls for 500 ms while the writer pushes 4 KiB unknown-code messages (relayed
- * verbatim, the largest payload allowed): the writer must soon block (backpressure: the proxy
+ * The reader stalls for 500 ms while the writer pushes 2 KiB unknown-code messages (relayed
+ * verbatim, the largest payload in the spec, 2056 bytes): the writer must soon block (backpressure: the proxy
  * buffers at most one message), the proxy's RSS stays flat, another session is served. Then
  * the reader reads slowly, a few messages per ms, and every message arrives in order.
  */
@@ -259,7 +259,7 @@ function slowReader(proxy: ProxyProcess, baseline: number, backendChannel: boole
   console.log(
     `  ${
       backendChannel ? "back-end channel" : "main channel"
-    }: ${BIG_COUNT} × 4 KiB in ${stats.elapsedMs} ms; ` +
+    }: ${BIG_COUNT} × 2 KiB in ${stats.elapsedMs} ms; ` +
       `${(bytesWhenStalled / 1024).toFixed(0)} KiB accepted during the 500 ms stall; ${
         mem.check("slow reader")
       }`,

@@ -254,9 +254,9 @@ function fillUntilBlocked(peer: ScriptedPeer, make: (i: number) => Uint8Array): 
   return i;
 }
 
-const BIG = new Uint8Array(4096);
-/** The largest reply QEMU accepts on the main channel (its payload union, 1072 bytes). */
-const BIG_REPLY = new Uint8Array(1072);
+/** The largest payload in the spec (GET_SHMEM_CONFIG's reply; QEMU's payload union): 2056. */
+const BIG = new Uint8Array(2056);
+const BIG_REPLY = BIG;
 
 Deno.test({
   name: "a peer vanishing while the other side is not reading still ends the session promptly",
@@ -286,7 +286,7 @@ Deno.test({
         const s = proxy.open();
         try {
           s.negotiate(PF.REPLY_ACK);
-          // QEMU asks 1000 unknown NEED_REPLY questions; the back-end answers with 1072 bytes each.
+          // QEMU asks 1000 unknown NEED_REPLY questions; the back-end answers with 2056 bytes each.
           for (let i = 0; i < 1000; i++) {
             s.front.send({ request: 99, flags: NEED_REPLY });
             s.back.expect(3000);

@@ -6,7 +6,7 @@
  * @module
  */
 
-/** Front-end requests, indexed by code (0 is QEMU's NONE; 1..44 the spec's list). */
+/** Front-end requests, indexed by code (0 is QEMU's NONE; 1..45 the spec's list, 45 from the newest text). */
 export const SPEC_FRONT_END_NAMES: readonly string[] = [
   "NONE",
   "GET_FEATURES",
@@ -53,6 +53,8 @@ export const SPEC_FRONT_END_NAMES: readonly string[] = [
   "SET_DEVICE_STATE_FD",
   "CHECK_DEVICE_STATE",
   "GET_SHMEM_CONFIG",
+  // The newest text (protocol.md §1.10).
+  "GET_VRING_BASE_SKIP_DRAIN",
 ];
 
 /** Back-end-channel requests, indexed by code (1..10; 0 unused). */

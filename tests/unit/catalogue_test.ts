@@ -23,7 +23,7 @@ function layoutsOf(ref: LayoutRef): LayoutName[] {
   return [ref.byXen.plain, ref.byXen.xen];
 }
 
-Deno.test("catalogue has every upstream front-end request 1..44 with name and layouts", () => {
+Deno.test("catalogue has every upstream front-end request 1..45 with name and layouts", () => {
   MAIN_NAMES.forEach((name, i) => {
     const spec = findRequest("main", i + 1, "upstream");
     assert.ok(spec, `code ${i + 1}`);
@@ -32,7 +32,7 @@ Deno.test("catalogue has every upstream front-end request 1..44 with name and la
     for (const l of [...layoutsOf(spec.request), ...layoutsOf(spec.reply)]) assert.ok(l in LAYOUTS);
     assert.ok(spec.summary.length > 0);
   });
-  assert.equal(findRequest("main", 45), undefined);
+  assert.equal(findRequest("main", 46), undefined);
 });
 
 Deno.test("catalogue has every back-end request 1..10 with name and layouts", () => {
@@ -123,7 +123,7 @@ Deno.test("dialects: rfc2023 numbers the device-state pair 41/42 and lacks GET_S
   }
 });
 
-Deno.test("protocol feature bits 0..21 by name (spec §1.3.2)", () => {
+Deno.test("protocol feature bits 0..23 by name (spec §1.3.2, newest text §1.10)", () => {
   assert.deepEqual(PROTOCOL_FEATURES.map((f) => [f.bit, f.name]), [
     [0, "MQ"],
     [1, "LOG_SHMFD"],
@@ -146,7 +146,9 @@ Deno.test("protocol feature bits 0..21 by name (spec §1.3.2)", () => {
     [18, "SHARED_OBJECT"],
     [19, "DEVICE_STATE"],
     [20, "GET_VRING_BASE_INFLIGHT"],
-    [21, "SHMEM"],
+    [21, "GPA_ADDRESSES"],
+    [22, "SHMEM"],
+    [23, "GET_VRING_BASE_SKIP_DRAIN"],
   ]);
 });
 

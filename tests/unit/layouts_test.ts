@@ -8,6 +8,7 @@ import {
   LAYOUTS,
   payloadToJson,
   sizeText,
+  summarizePayload,
   uuidText,
 } from "../../proxy/layouts.ts";
 import {
@@ -158,13 +159,30 @@ Deno.test("crypto session keeps the union raw and decodes op_code and session_id
   assert.deepEqual(encodePayload(payload), bytesOf(hex));
 });
 
+Deno.test("shmem config: the array index is the region id (a region only at id 1 is logged as id 1)", () => {
+  const hex = u32(1) + u32(0) + u64(0) + u64(0x200000) + zeros(8 * 254);
+  const { payload, issues } = decodePayload("shmem_config", bytesOf(hex));
+  assert.deepEqual(issues, []);
+  assert.deepEqual(payloadToJson(payload, { dialect: "upstream" }), {
+    nregions: 1,
+    regions: [{ id: 1, size: "0x200000" }],
+  });
+  assert.equal(summarizePayload(payload, { dialect: "upstream" }), "nregions=1 1:2MiB");
+  // nregions counts the non-zero sizes: a mismatch is a warning.
+  const off = decodePayload(
+    "shmem_config",
+    bytesOf(u32(3) + u32(0) + u64(0x1000) + zeros(8 * 255)),
+  );
+  assert.deepEqual(off.issues.map((i) => [i.severity, i.field]), [["warning", "nregions"]]);
+});
+
 Deno.test("shmem config and map (rust-vmm 0.16 layouts)", () => {
   const hex = u32(1) + u32(0) + u64(0x400000) + zeros(8 * 255);
   const { payload } = decodePayload("shmem_config", bytesOf(hex));
   assert.equal(payload.layout, "shmem_config");
   assert.deepEqual(payloadToJson(payload, { dialect: "upstream" }), {
     nregions: 1,
-    memorySizes: ["0x400000"],
+    regions: [{ id: 0, size: "0x400000" }],
   });
   assert.deepEqual(encodePayload(payload), bytesOf(hex));
   const tooMany = decodePayload("shmem_config", bytesOf(u32(257) + zeros(2052)));
