@@ -1,182 +1,26 @@
 /**
- * `deno task demo`: the proxy's main job, end to end. virtiofsd exports a fresh directory, the
- * proxy sits in front of it, QEMU boots the busybox guest with its virtio-fs share connected to
- * the proxy; the guest lists, writes and reads files on the share; then everything shuts down
- * cleanly and the proxy's decoded conversation is printed with a summary.
+ * `deno task demo` (what `bash scripts/demo.sh` runs): the proxy's main job, end to end, with
+ * the real QEMU 10, virtiofsd 1.13 and a Linux guest.
  *
- * Exit status: 0 on success, 1 with a message (and where the logs are) on any failure, 130 on
- * Ctrl-C. Every process it started is stopped in all cases.
+ * - default: a live migration of a guest with open files through two proxies, its device state
+ *   decoded, then a failed migration rehearsed with `--fault state-corrupt` and explained from
+ *   the logs (`tests/demo/migration.ts`);
+ * - `--single`: one guest on virtio-fs through one proxy and its decoded conversation
+ *   (`tests/demo/single_guest.ts`).
+ *
+ * Every step is checked. Exit status: 0 on success, 1 with a `demo FAILED: …` line (and where
+ * the logs are) on any failure, 2 on a usage error, 130 on Ctrl-C. Every process it started is
+ * stopped in all cases; the logs stay in out/demo/.
  *
  * @module
  */
 
-import { formatRecord } from "../proxy/log_format.ts";
-import type { LogRecord, MessageRecord, SessionEndRecord } from "../proxy/log_record.ts";
-import {
-  peersDir,
-  requirePeers,
-  settlesWithin,
-  startVirtiofsd,
-  startVm,
-  tail,
-  TestDir,
-  type Vm,
-} from "./harness/mod.ts";
-import { isSessionEnd, type ProxyProcess, startProxyProcess } from "./e2e/_proxy.ts";
+import { tail } from "./harness/mod.ts";
+import { type DemoContext, OUT_DIR } from "./demo/_output.ts";
+import { migrationDemo } from "./demo/migration.ts";
+import { singleGuestDemo } from "./demo/single_guest.ts";
 
-/** Where the logs stay after the demo (the repository's out/ is git-ignored). */
-const OUT_DIR = new URL("../out/demo", import.meta.url).pathname;
-const TAG = "demo";
-const HOST_FILE = "hello-from-host.txt";
-const HOST_TEXT = "Hello from the host, read by the guest through virtio-fs.\n";
-const GUEST_TEXT = "Hello from the guest, written through virtio-fs.";
-
-/** The guest's part: each command is shown with what the guest printed. */
-const GUEST_STEPS = [
-  "ls -l /mnt",
-  `cat /mnt/${HOST_FILE}`,
-  `echo '${GUEST_TEXT}' >/mnt/hello-from-guest.txt && cat /mnt/hello-from-guest.txt`,
-  "mkdir /mnt/notes && seq 1 5 >/mnt/notes/numbers.txt && wc -l /mnt/notes/numbers.txt",
-  "dd if=/dev/urandom of=/mnt/random.bin bs=64k count=16 2>/dev/null && sha256sum /mnt/random.bin",
-  "ls -lR /mnt",
-];
-
-/** What runs, so that a failure or Ctrl-C can stop it. */
-interface Running {
-  vm?: Vm;
-  proxy?: ProxyProcess;
-  stack: AsyncDisposableStack;
-}
-
-async function main(running: Running): Promise<void> {
-  const peers = await requirePeers("qemu", "virtiofsd", "kernel", "initrd");
-  // A fresh directory: the peers' logs are appended to, and old runs would mix in.
-  await Deno.remove(OUT_DIR, { recursive: true }).catch(() => {});
-  await Deno.mkdir(OUT_DIR, { recursive: true });
-  printVersions();
-  // Sockets live in a short /tmp directory (108-byte limit); logs stay in out/demo.
-  const tmp = running.stack.use(await TestDir.create("demo"));
-  const share = await tmp.mkdir("share");
-  await Deno.writeTextFile(`${share}/${HOST_FILE}`, HOST_TEXT);
-
-  const vfsd = running.stack.use(
-    await startVirtiofsd({
-      socketPath: tmp.join("virtiofsd.sock"),
-      sharedDir: share,
-      logDir: OUT_DIR,
-    }),
-  );
-  step(1, `virtiofsd ${peers.virtiofsd}\n      exports ${share} on ${vfsd.socketPath}`);
-
-  const proxy = running.proxy = running.stack.use(
-    await startProxyProcess({
-      dir: OUT_DIR,
-      listenPath: tmp.join("proxy.sock"),
-      backendPath: vfsd.socketPath,
-      logPath: `${OUT_DIR}/proxy.jsonl`,
-    }),
-  );
-  step(2, `proxy (pid ${proxy.pid}) listens on ${proxy.listenPath} → ${proxy.backendPath}`);
-
-  step(3, "QEMU boots the guest; its vhost-user-fs device connects to the proxy …");
-  // Registered before the boot wait, so that Ctrl-C during the boot stops QEMU too.
-  const vm = running.vm = running.stack.use(
-    await startVm({
-      name: "guest",
-      dir: tmp.path,
-      fs: [{ socketPath: proxy.listenPath, tag: TAG }],
-      waitForGuest: false,
-    }),
-  );
-  await vm.waitGuestReady({ timeoutMs: 90_000 });
-  console.log(`      guest up, share "${TAG}" mounted at /mnt, in ${vm.bootMs} ms`);
-
-  step(4, "file I/O in the guest (what the guest saw):");
-  for (const command of GUEST_STEPS) {
-    const output = await vm.agent.check(command);
-    console.log(`  guest# ${command}`);
-    console.log(indent(output.trimEnd(), "    "));
-  }
-  await checkOnHost(share);
-
-  step(5, "clean shutdown");
-  await vm.stop();
-  const end = await proxy.waitForRecord(isSessionEnd(), { what: "the session to end" });
-  console.log(`      QEMU quit; the proxy ended session ${end.session}: ${end.reason}`);
-  if (!await settlesWithin(vfsd.exited, 10_000)) throw new Error("virtiofsd did not exit");
-  console.log(`      virtiofsd exited with code ${(await vfsd.exited).code} (its front-end left)`);
-  const status = await proxy.stop();
-  if (status.code !== 0) throw new Error(`the proxy exited with ${JSON.stringify(status)}`);
-  console.log("      proxy stopped on SIGTERM, exit code 0");
-
-  const records = await proxy.records();
-  printConversation(records);
-  printSummary(records, end, proxy);
-}
-
-/** The host sees what the guest wrote. */
-async function checkOnHost(share: string): Promise<void> {
-  const fromGuest = await Deno.readTextFile(`${share}/hello-from-guest.txt`);
-  if (fromGuest !== `${GUEST_TEXT}\n`) {
-    throw new Error(`the host reads ${JSON.stringify(fromGuest)} from the guest's file`);
-  }
-  const numbers = await Deno.readTextFile(`${share}/notes/numbers.txt`);
-  if (numbers !== "1\n2\n3\n4\n5\n") throw new Error(`notes/numbers.txt holds ${numbers}`);
-  console.log(`  host$ cat ${share}/hello-from-guest.txt\n    ${fromGuest.trimEnd()}`);
-}
-
-function printVersions(): void {
-  try {
-    const versions = Deno.readTextFileSync(`${peersDir()}/versions.txt`);
-    const wanted = /^(qemu|virtiofsd|guest kernel):/;
-    const lines = versions.split("\n").filter((line) => wanted.test(line));
-    console.log(`peers:\n${indent(lines.join("\n"), "  ")}`);
-  } catch {
-    // versions.txt is informative only; requirePeers already checked the binaries.
-  }
-}
-
-function printConversation(records: LogRecord[]): void {
-  heading(`the proxy's decoded conversation (${OUT_DIR}/proxy.jsonl)`);
-  for (const record of records) console.log(formatRecord(record));
-}
-
-function printSummary(records: LogRecord[], end: SessionEndRecord, proxy: ProxyProcess): void {
-  heading("summary");
-  const messages = records.filter((r): r is MessageRecord => r.type === "message");
-  const fdKinds = new Map<string, number>();
-  for (const fd of messages.flatMap((m) => m.fds)) {
-    fdKinds.set(fd.kind, (fdKinds.get(fd.kind) ?? 0) + 1);
-  }
-  const fdText = [...fdKinds].map(([kind, n]) => `${n} ${kind}`).join(", ");
-  const s = end.summary;
-  console.log(
-    `session ${end.session}: ${s.messages} messages (${s.bytes} bytes), ` +
-      `${s.fdsRelayed} fds relayed (${fdText}), ${s.errors} errors, ${s.warnings} warnings, ` +
-      `${(s.durationMs / 1000).toFixed(1)} s`,
-  );
-  console.log(`ended: ${end.reason} (closed by the ${end.closedBy ?? "unknown"})`);
-  const interposed = messages.find((m) => m.action === "interposed the back-end channel");
-  if (interposed) console.log(`back-end channel: interposed at ${interposed.name}`);
-  console.log("messages by name:");
-  const byName = Object.entries(s.byName).sort(([a], [b]) => a.localeCompare(b));
-  const width = Math.max(...byName.map(([name]) => name.length));
-  for (const [name, count] of byName) console.log(`  ${name.padEnd(width)}  ${count}`);
-  console.log(`logs:\n  ${proxy.logPath}  (JSON Lines)\n  ${proxy.stderrPath}  (human lines)`);
-  console.log(`  ${OUT_DIR}/virtiofsd.stderr.log`);
-}
-
-function step(n: number, text: string): void {
-  console.log(`[${n}/5] ${text}`);
-}
-
-function heading(text: string): void {
-  console.log(`\n== ${text} ==`);
-}
-
-function indent(text: string, prefix: string): string {
-  return text.split("\n").map((line) => `${prefix}${line}`).join("\n");
-}
+const USAGE = "usage: bash scripts/demo.sh [--single]";
 
 /**
  * SIGKILLs any child process still alive (one spawned a moment before Ctrl-C, not yet
@@ -195,44 +39,53 @@ function killLeftoverChildren(): void {
   }
 }
 
-/** Context for a failure: the tail of whichever log explains it. */
-async function failureContext(running: Running): Promise<string> {
-  const parts: string[] = [];
-  if (running.vm) {
-    parts.push(`QEMU stderr:\n${tail(await running.vm.stderrLog(), 8)}`);
-    parts.push(`guest console:\n${tail(await running.vm.consoleLog(), 8)}`);
-  }
-  if (running.proxy) parts.push(`proxy log:\n${tail(await running.proxy.humanLog(), 8)}`);
-  return parts.filter((part) => !part.endsWith(":\n")).join("\n");
-}
-
 if (import.meta.main) {
-  const running: Running = { stack: new AsyncDisposableStack() };
-  // One clean-up for both ways out (the end of main and Ctrl-C), awaited by both: exiting
+  const args = Deno.args.filter((arg) => arg !== "--");
+  if (args.length > 1 || (args.length === 1 && args[0] !== "--single")) {
+    console.error(`demo: unknown arguments ${JSON.stringify(args.join(" "))}\n${USAGE}`);
+    Deno.exit(2);
+  }
+  const demo = args[0] === "--single" ? singleGuestDemo : migrationDemo;
+  const failureContext: (() => Promise<string>)[] = [];
+  const ctx: DemoContext = {
+    stack: new AsyncDisposableStack(),
+    onFailure: (describe) => failureContext.push(describe),
+  };
+  // One clean-up for both ways out (the end of the demo and Ctrl-C), awaited by both: exiting
   // while the other one is still stopping processes would leave them behind.
   let cleaning: Promise<void> | undefined;
-  const cleanUp = () => cleaning ??= running.stack.disposeAsync().finally(killLeftoverChildren);
+  const cleanUp = () => cleaning ??= ctx.stack.disposeAsync().finally(killLeftoverChildren);
   let interrupted = false;
   Deno.addSignalListener("SIGINT", async () => {
     interrupted = true;
-    console.error("\ninterrupted: stopping QEMU, the proxy and virtiofsd …");
+    console.error("\ninterrupted: stopping QEMU, the proxies and virtiofsd …");
     await cleanUp();
     Deno.exit(130);
   });
+  const startedAt = Date.now();
+  const seconds = () => ((Date.now() - startedAt) / 1000).toFixed(1);
   let code = 0;
   try {
-    await main(running);
-    console.log("\ndemo: OK");
+    // A fresh directory: the peers' logs are appended to, and old runs would mix in.
+    await Deno.remove(OUT_DIR, { recursive: true }).catch(() => {});
+    await Deno.mkdir(OUT_DIR, { recursive: true });
+    await demo(ctx);
   } catch (error) {
     code = 1;
     if (!interrupted) {
-      console.error(`\ndemo FAILED: ${error instanceof Error ? error.message : error}`);
-      const context = await failureContext(running).catch(() => "");
-      if (context) console.error(context);
-      console.error(`logs: ${OUT_DIR}`);
+      const message = error instanceof Error ? error.message : String(error);
+      const failedAt = seconds();
+      // The peers' side of the story first, so that the verdict is the last thing on screen.
+      const contexts = [];
+      for (const describe of failureContext) contexts.push(await describe().catch(() => ""));
+      const context = contexts.filter((text) => text.trim()).join("\n");
+      if (context) console.error(`\nwhat the peers logged:\n${tail(context, 60)}`);
+      console.error(`\ndemo FAILED after ${failedAt} s: ${message}`);
     }
   } finally {
     await cleanUp();
   }
+  if (code === 0) console.log(`\ndemo: OK in ${seconds()} s (logs in ${OUT_DIR})`);
+  else if (!interrupted) console.error(`logs: ${OUT_DIR}`);
   Deno.exit(interrupted ? 130 : code);
 }
