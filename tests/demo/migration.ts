@@ -42,8 +42,8 @@ import {
 } from "./_output.ts";
 
 const STEPS = 8;
-/** Lines of `log show` that make the negotiation's screen. */
-const NEGOTIATION_LINES = 32;
+/** At most this many lines of `log show`: the whole start-up conversation is about 40. */
+const NEGOTIATION_LINES = 48;
 
 /**
  * Guest script: every fd a process holds on the share, as `pid N (comm) fd N -> path`. The
@@ -114,7 +114,7 @@ export async function migrationDemo(ctx: DemoContext): Promise<void> {
   }
   console.log(`      the source's guest booted through its proxy in ${src.vm.bootMs} ms`);
 
-  step(2, STEPS, `${at()} the negotiation, decoded by the source's proxy (first screen)`);
+  step(2, STEPS, `${at()} the negotiation, decoded by the source's proxy (the guest's start-up)`);
   const srcLog = await snapshot(src.frontProxy.logPath);
   await proxyCli(["log", "show", srcLog, "--session", "1"], { maxLines: NEGOTIATION_LINES });
 
@@ -143,7 +143,9 @@ export async function migrationDemo(ctx: DemoContext): Promise<void> {
   console.log(`      QEMU: ${describe(result)}`);
   expect(
     result.status === "completed" && result.destinationState === "running",
-    `the migration did not complete: ${describeMigration(result)}`,
+    `the migration did not complete: ${describeMigration(result)}; see ` +
+      `bin/vhost-user-proxy log explain ${shortPath(OUT_DIR)}/src-p0.jsonl ` +
+      `${shortPath(OUT_DIR)}/dst-p0.jsonl`,
   );
   const save = await waitTransferEnd(src.frontProxy, "SAVE");
   const load = await waitTransferEnd(dst.frontProxy, "LOAD");
@@ -199,8 +201,9 @@ export async function migrationDemo(ctx: DemoContext): Promise<void> {
   expect(gaps.length === 0, `seq.txt is not continuous: ${gaps.slice(0, 3).join("; ")}`);
   expect(await lineCount(seqPath) === Number(stopped), "numbers written did not reach the file");
   console.log(
-    `      seq.txt: ${stopped} numbers, 1..${stopped} without a gap, ${linesAtSwitchOver} of ` +
-      `them written before the switch-over, the rest through the same fd on the destination`,
+    `      seq.txt: ${stopped} numbers, 1..${stopped} without a gap; ${linesAtSwitchOver} were in ` +
+      `the file when the migration completed,\n      the rest were written on the destination ` +
+      `through the same fd`,
   );
 
   step(7, STEPS, `${at()} a failed migration, rehearsed: dst → dst2, whose proxy corrupts LOAD`);
@@ -291,13 +294,18 @@ async function snapshot(path: string): Promise<string> {
   return copy;
 }
 
-/** Copies every log and dump of the rig's directory into out/demo/ (not the share, no sockets). */
+/**
+ * Copies every log and dump of the rig's directory into out/demo/: not the share, sockets, pid
+ * files or empty logs.
+ */
 async function copyLogs(dir: string): Promise<void> {
   const walk = async (from: string): Promise<void> => {
     for await (const entry of Deno.readDir(from)) {
       const path = `${from}/${entry.name}`;
       if (entry.isDirectory && entry.name !== "share") await walk(path);
-      else if (entry.isFile) await snapshot(path);
+      else if (entry.isFile && !entry.name.endsWith(".pid") && (await Deno.stat(path)).size > 0) {
+        await snapshot(path);
+      }
     }
   };
   await Deno.mkdir(OUT_DIR, { recursive: true });
