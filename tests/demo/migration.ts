@@ -46,17 +46,23 @@ const STEPS = 8;
 const NEGOTIATION_LINES = 48;
 
 /**
- * Guest script: every fd a process holds on the share, as `pid N (comm) fd N -> path`. The
- * writer's `sleep` children inherit its fd for 50 ms at a time and are left out, so that the
- * list is the same whenever it is taken.
+ * Guest script: every fd a process holds on the share, as `pid N (comm) fd N -> path`. Children
+ * that inherit such an fd from their parent for a moment (the writer's `sleep` every 50 ms, a
+ * fork on its way to exec) are left out, so that the list is the same whenever it is taken.
  */
 const LIST_SHARE_FDS = `
-for p in /proc/[0-9]*; do
-  comm=$(cat "$p/comm" 2>/dev/null) || continue
-  [ "$comm" = sleep ] && continue
-  for f in "$p"/fd/*; do
+share_fds() {
+  for f in "$1"/fd/*; do
     target=$(readlink "$f" 2>/dev/null) || continue
-    case "$target" in /mnt/*) echo "pid \${p#/proc/} ($comm) fd \${f##*/} -> $target" ;; esac
+    case "$target" in /mnt/*) echo "\${f##*/} $target" ;; esac
+  done
+}
+for p in /proc/[0-9]*; do
+  stat=$(cat "$p/stat" 2>/dev/null) || continue
+  set -- $stat
+  [ -n "$(share_fds "/proc/$4")" ] && continue
+  share_fds "$p" | while read -r fd target; do
+    echo "pid \${p#/proc/} ($(cat "$p/comm")) fd $fd -> $target"
   done
 done
 `;
