@@ -323,10 +323,17 @@ async function printLogs(sides: Side[]): Promise<void> {
   for (const side of sides) {
     const proxy = side.frontProxy;
     const records = (await proxy.records()) as LogRecord[];
-    const name = `${proxy.name}.jsonl`;
+    const transfers = records.filter((r): r is TransferEndRecord =>
+      r.type === "device-state" && r.event === "transfer-end"
+    ).map((end) =>
+      `${end.direction} ${end.bytes} B ${end.ok ? "copied" : "failed"}${
+        end.faults?.length ? ` (fault ${end.faults.join(", ")})` : ""
+      }`
+    );
+    const checks = checkRecords(records).map((check) => String(check.result));
     console.log(
-      `  ${name.padEnd(14)} ${String(records.length).padStart(4)} records ` +
-        `(${checkRecords(records).length} CHECK) — the ${side.name} proxy's JSON Lines log`,
+      `  ${`${proxy.name}.jsonl`.padEnd(14)} ${String(records.length).padStart(4)} records; ` +
+        `transfers: ${transfers.join(", ") || "none"}; CHECK results: ${checks.join(", ")}`,
     );
   }
   const dumps: string[] = [];
@@ -336,9 +343,9 @@ async function printLogs(sides: Side[]): Promise<void> {
     for (const entry of entries) dumps.push(`${dir}/${entry.name}`);
   }
   console.log(`  state dumps: ${dumps.sort().join(", ")}`);
-  console.log("  also each QEMU's and virtiofsd's stderr and the guests' consoles (*.log)");
-  console.log(
-    `  again: bin/vhost-user-proxy log summary ${shortPath(OUT_DIR)}/src-p0.jsonl, ` +
-      `log explain ${shortPath(OUT_DIR)}/src-p0.jsonl ${shortPath(OUT_DIR)}/dst-p0.jsonl`,
-  );
+  console.log("  each QEMU's and virtiofsd's stderr, the source guest's console: *.stderr.log,");
+  console.log("  src.console.log. To read them again:");
+  const out = shortPath(OUT_DIR);
+  console.log(`    bin/vhost-user-proxy log summary ${out}/src-p0.jsonl`);
+  console.log(`    bin/vhost-user-proxy log explain ${out}/src-p0.jsonl ${out}/dst-p0.jsonl`);
 }
