@@ -11,9 +11,11 @@ import {
   DEFAULT_HASH_BACKLOG_MIB,
   type DeviceStateConfig,
   type EngineConfig,
+  refuseLoop,
 } from "./proxy/engine.ts";
 import { fanOut, humanSink, jsonLinesSink, type Sink } from "./proxy/log_sink.ts";
 import { listenForStopSignals, type RunningProxy, startProxy } from "./proxy/server.ts";
+import { checkListenPath } from "./ffi/socket.ts";
 import { parseFaults } from "./proxy/faults.ts";
 import { stateShow } from "./proxy/state_show.ts";
 import { runBackendWrapper } from "./proxy/backend_wrapper.ts";
@@ -105,6 +107,25 @@ type EngineValues = {
     : string;
 };
 
+/**
+ * SIGHUP: the log is reopened at its path (after logrotate moved it); the relay goes on. A
+ * failure to reopen keeps the old file and says so in it.
+ */
+function reopenLog(reopen: () => void, sink: Sink): void {
+  try {
+    reopen();
+    sink({ type: "proxy", ts: new Date().toISOString(), event: "log-reopened" });
+  } catch (e) {
+    sink({
+      type: "error",
+      ts: new Date().toISOString(),
+      message: `SIGHUP: the log could not be reopened, writing on to the old file: ${
+        e instanceof Error ? e.message : e
+      }`,
+    });
+  }
+}
+
 /** The engine settings and log sinks the shared options describe. */
 function engineFrom(values: EngineValues) {
   const mode = values["device-state"] ?? "relay";
@@ -139,11 +160,16 @@ function engineFrom(values: EngineValues) {
   if (!faults.ok) throw new UsageError(faults.error);
   const sinks: Sink[] = [];
   const closers: (() => void)[] = [];
+  const reopeners: (() => void)[] = [];
+  let firstSession: number | undefined;
   if (!values.quiet) sinks.push(humanSink());
   if (values.log) {
     const j = jsonLinesSink(values.log);
     sinks.push(j.sink);
     closers.push(j.close);
+    reopeners.push(j.reopen);
+    // Appending to an earlier run's log: its sessions keep their numbers, ours follow.
+    if (j.lastSession > 0) firstSession = j.lastSession + 1;
   }
   const engine: Omit<EngineConfig, "listen" | "backend"> = {
     frontDialect: dialectOf(values["front-dialect"], "--front-dialect"),
@@ -152,8 +178,15 @@ function engineFrom(values: EngineValues) {
     connectTimeoutMs: intOf(values["connect-timeout"], "--connect-timeout", 10_000),
     logMessages: sinks.length > 0,
     deviceState,
+    ...(firstSession === undefined ? {} : { firstSession }),
   };
-  return { engine, socketMode, sink: fanOut(...sinks), close: () => closers.forEach((c) => c()) };
+  return {
+    engine,
+    socketMode,
+    sink: fanOut(...sinks),
+    close: () => closers.forEach((c) => c()),
+    reopen: () => reopeners.forEach((r) => r()),
+  };
 }
 
 async function runCommand(args: string[]): Promise<number> {
@@ -164,7 +197,23 @@ async function runCommand(args: string[]): Promise<number> {
   });
   if (!values.listen) throw new UsageError("run needs --listen <path>");
   if (!values.backend) throw new UsageError("run needs --backend <path>");
-  const { engine, socketMode, sink, close } = engineFrom(values);
+  // Before the log is opened: a second proxy on a live socket must not touch the first's log.
+  try {
+    refuseLoop(values.listen, values.backend);
+    checkListenPath(values.listen);
+  } catch (e) {
+    console.error(`vhost-user-proxy: run: ${e instanceof Error ? e.message : e}`);
+    return 1;
+  }
+  let logged;
+  try {
+    logged = engineFrom(values);
+  } catch (e) {
+    if (e instanceof UsageError) throw e;
+    console.error(`vhost-user-proxy: run: ${e instanceof Error ? e.message : e}`);
+    return 1;
+  }
+  const { engine, socketMode, sink, close, reopen } = logged;
   const config: EngineConfig = {
     ...engine,
     listen: { path: values.listen, mode: socketMode },
@@ -175,7 +224,7 @@ async function runCommand(args: string[]): Promise<number> {
   const unlisten = listenForStopSignals(() => {
     signalled = true;
     proxy?.stop("signal received");
-  });
+  }, () => reopenLog(reopen, sink));
   try {
     try {
       proxy = await startProxy(config, sink);

@@ -44,6 +44,8 @@ const symbols = {
   setpriority: { parameters: ["i32", "u32", "i32"], result: "i32" },
   gettid: { parameters: [], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
+  open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
+  flock: { parameters: ["i32", "i32"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The opened libc with typed symbols. */

@@ -9,6 +9,7 @@
  * @module
  */
 
+import { resolve } from "node:path";
 import { addressOf, C, errno, getSize, libc, setPointer } from "./libc.ts";
 import { Errno, SystemError } from "./errors.ts";
 import { OwnedFd, ownedOrThrow, retryEintr } from "./fd.ts";
@@ -172,24 +173,12 @@ export interface ListenOptions {
  * one is refused, so two proxies never steal each other's path.
  */
 export function listenUnix(path: string, options: ListenOptions = {}): OwnedFd {
-  let stat: Deno.FileInfo | undefined;
-  try {
-    stat = Deno.lstatSync(path);
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
-  }
-  if (stat !== undefined) {
-    if (!stat.isSocket) {
-      throw new Error(`Cannot listen on "${path}": it exists and is not a socket`);
-    }
-    if (isLive(path)) {
-      throw new Error(`Cannot listen on "${path}": another process is accepting on it`);
-    }
-    Deno.removeSync(path);
-  }
+  if (checkListenPath(path) === "stale") Deno.removeSync(path);
   const sock = newSocket();
   try {
-    const addr = sockaddrUn(path);
+    // Bound by its absolute path where it fits, so /proc/net/unix names it unambiguously.
+    const abs = absolute(path);
+    const addr = sockaddrUn(new TextEncoder().encode(abs).length <= 107 ? abs : path);
     if (libc.bind(sock.fd, addr, 110) < 0) throw new SystemError("bind", errno(), path);
     // Before listen() nobody can connect, so tightening the mode here leaves no window.
     Deno.chmodSync(path, options.mode ?? 0o600);
@@ -203,7 +192,60 @@ export function listenUnix(path: string, options: ListenOptions = {}): OwnedFd {
   }
 }
 
+/**
+ * Whether `path` can be listened on: `"free"` (nothing there), `"stale"` (a socket file nobody
+ * accepts on, which listening replaces); throws when it is another kind of file or another
+ * process accepts on it. Nothing is changed, so a caller can check before it touches anything
+ * else (its log, say).
+ */
+export function checkListenPath(path: string): "free" | "stale" {
+  let stat: Deno.FileInfo | undefined;
+  try {
+    stat = Deno.lstatSync(path);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  if (stat === undefined) return "free";
+  if (!stat.isSocket) {
+    throw new Error(`Cannot listen on "${path}": it exists and is not a socket`);
+  }
+  if (isLive(path)) {
+    throw new Error(`Cannot listen on "${path}": another process is accepting on it`);
+  }
+  return "stale";
+}
+
+function absolute(path: string): string {
+  return resolve(path);
+}
+
+/** __SO_ACCEPTCON in /proc/net/unix's Flags column: the socket is listening. */
+const SO_ACCEPTCON = 0x10000;
+
+/**
+ * Whether a listening socket bound to `path` (absolutely) is listed in /proc/net/unix: the
+ * check that does not connect, so the process accepting there logs no phantom session.
+ */
+function listedAsListening(path: string): boolean {
+  let table: string;
+  try {
+    table = Deno.readTextFileSync("/proc/net/unix");
+  } catch {
+    return false;
+  }
+  const abs = absolute(path);
+  for (const line of table.split("\n")) {
+    // Num RefCount Protocol Flags Type St Inode Path
+    const cols = line.trim().split(/\s+/);
+    if (cols.length < 8 || cols[7] !== abs) continue;
+    if ((parseInt(cols[3], 16) & SO_ACCEPTCON) !== 0) return true;
+  }
+  return false;
+}
+
 function isLive(path: string): boolean {
+  if (listedAsListening(path)) return true;
+  // Bound by another name (relative, another namespace) or not at all: ask by connecting.
   try {
     connectUnix(path).close();
     return true;

@@ -140,6 +140,8 @@ class DeviceStateHandler implements DeviceStateHooks {
   /** A flush is waiting for the digest of the first deferred record. */
   #awaitingDigest = false;
   readonly #shared: DeviceStateShared;
+  /** Answers the proxy injected (to tell whether a failing handler had answered already). */
+  #answers = 0;
 
   constructor(session: Session, config: DeviceStateConfig, shared: DeviceStateShared = {}) {
     this.#s = session;
@@ -157,8 +159,95 @@ class DeviceStateHandler implements DeviceStateHooks {
     return this.#config.mode;
   }
 
+  /**
+   * Every failure inside the proxy on the state path (dump, fingerprint, decode, emulation, a
+   * user command, a bug) fails that transfer and answers what QEMU waits for at once, with an
+   * error: the proxy must never be the reason QEMU waits forever with the VM stopped.
+   */
   intercept(from: Endpoint, message: Message, frame: Frame): Verdict {
     if (from.kind !== "main") return FORWARD;
+    const answersBefore = this.#answers;
+    try {
+      return this.#intercept(from, message, frame);
+    } catch (e) {
+      return this.#failedInside(from, message, frame, e, this.#answers !== answersBefore);
+    }
+  }
+
+  /** The guard of {@linkcode intercept}: what to relay when handling `message` threw. */
+  #failedInside(
+    from: Endpoint,
+    message: Message,
+    frame: Frame,
+    e: unknown,
+    answered: boolean,
+  ): Verdict {
+    const isReply = message.kind === "reply";
+    const step = `${message.name}${isReply ? " reply" : ""}`;
+    const t = this.#transfer;
+    const cause = describeError(e);
+    this.#fail(t, `handling ${step}`, cause);
+    const noFds = () => {
+      closeAll(frame.fds);
+      frame.fds.length = 0;
+    };
+    if (answered) {
+      noFds();
+      return { action: "answered", note: `failed inside the proxy: ${cause}` };
+    }
+    switch (message.name) {
+      case "SET_DEVICE_STATE_FD":
+        noFds();
+        if (!isReply) {
+          this.#answer(from, message, 1n | NO_FD, "refused: the proxy failed inside");
+          return { action: "answered", note: `refused with error 1: ${cause}` };
+        }
+        return {
+          action: "forward",
+          bytes: withPayloadU64(frame.bytes, 1n | NO_FD),
+          fds: [],
+          note: `error 1 sent to QEMU: ${cause}`,
+        };
+      case "CHECK_DEVICE_STATE":
+        if (!isReply) {
+          this.#answer(from, message, 1n, "failed: the proxy failed inside");
+          this.#transfer = undefined;
+          return { action: "answered", note: `answered 1 at once: ${cause}` };
+        }
+        this.#transfer = undefined;
+        return {
+          action: "forward",
+          bytes: withPayloadU64(frame.bytes, 1n),
+          note: `result 1 sent to QEMU: ${cause}`,
+        };
+      default:
+        // Only observed: relay it unchanged.
+        return FORWARD;
+    }
+  }
+
+  /**
+   * Fails `t` because a step inside the proxy failed: logs an error naming the step, stops the
+   * transfer, and answers a CHECK the proxy holds (with an error) at once.
+   */
+  #fail(t: Transfer | undefined, step: string, cause: string): void {
+    const message = `device state: ${step} failed inside the proxy: ${cause}`;
+    this.#s.emit({ type: "error", ts: timestamp(), session: this.#s.id, message });
+    if (!t) return;
+    if (!t.outcome) this.#end(t, `${step} failed: ${cause}`);
+    if (t.held || t.heldEmulatedCheck) this.#releaseHeld(t);
+  }
+
+  /** Runs a callback of the state path (copy done, emulation I/O), containing its failure. */
+  #guarded(t: Transfer, step: string, fn: () => void): void {
+    try {
+      fn();
+    } catch (e) {
+      this.#fail(t, step, describeError(e));
+    }
+  }
+
+  #intercept(from: Endpoint, message: Message, frame: Frame): Verdict {
     const isReply = message.kind === "reply";
     const p = frame.payload;
     switch (message.name) {
@@ -317,7 +406,8 @@ class DeviceStateHandler implements DeviceStateHooks {
       keepUpTo: this.#config.hash === false ? 0 : KEEP_FOR_SUMMARY,
       hash: this.#config.hash !== false,
       hasher: this.#shared.hasher,
-      onDone: (result) => this.#copyDone(t, result, dump),
+      onDone: (result) =>
+        this.#guarded(t, "ending the copy", () => this.#copyDone(t, result, dump)),
     });
     this.#transferStarted(t, via, t.copy.mode);
     return {
@@ -378,8 +468,13 @@ class DeviceStateHandler implements DeviceStateHooks {
             `the SHA-256 was not ready ${DIGEST_WAIT_MS} ms after the session ended`;
         }
         if (result.blob) {
-          const summary = summarizeBlob(result.blob);
-          if (summary) record.state = summary;
+          try {
+            const summary = summarizeBlob(result.blob);
+            if (summary) record.state = summary;
+          } catch (e) {
+            // The transfer is over and answered; a decoder bug must not lose its record.
+            record.stateError = `decoding the state failed: ${describeError(e)}`;
+          }
         }
         this.#emit(record);
       },
@@ -441,13 +536,44 @@ class DeviceStateHandler implements DeviceStateHooks {
         return { action: "answered", note: "answered by the proxy (emulated device state)" };
       }
       t.heldEmulatedCheck = message;
-      return { action: "answered", note: "held until the emulated transfer ends" };
+      this.#watchHeld(t, message, () => `the emulated ${t.direction} to end`);
+      return { action: "answered", note: `held: waiting for the emulated ${t.direction} to end` };
     }
     if (t && t.copy && !t.outcome) {
       t.held = { from, message, bytes: frame.bytes.slice() };
-      return { action: "answered", note: "held until the state copy finishes" };
+      this.#watchHeld(t, t.held, () => `the ${t.direction} copy to end`);
+      return {
+        action: "answered",
+        note:
+          `held: waiting for the ${t.direction} copy to end (${t.copy.bytesDelivered} bytes so far)`,
+      };
     }
     return FORWARD;
+  }
+
+  /**
+   * A CHECK the proxy holds is a wait QEMU cannot see: after `--stuck-after` it is flagged, by
+   * name and with what it waits for, like a reply that does not come.
+   */
+  #watchHeld(t: Transfer, held: object, waitsFor: () => string): void {
+    const limit = this.#s.options.stuckAfterMs;
+    if (limit <= 0) return;
+    const since = performance.now();
+    this.#s.reactor.setTimer(limit, () => {
+      if (t.held !== held && t.heldEmulatedCheck !== held) return;
+      const bytes = t.copy?.bytesDelivered;
+      this.#s.emit({
+        type: "warning",
+        ts: timestamp(),
+        session: this.#s.id,
+        channel: "main",
+        side: "back-end",
+        request: "CHECK_DEVICE_STATE",
+        message: `CHECK_DEVICE_STATE has been held by the proxy for ${
+          Math.round(performance.now() - since)
+        } ms, waiting for ${waitsFor()}${bytes === undefined ? "" : ` (${bytes} bytes so far)`}`,
+      });
+    });
   }
 
   #releaseHeld(t: Transfer): void {
@@ -536,9 +662,23 @@ class DeviceStateHandler implements DeviceStateHooks {
         blob,
       };
       if (error) result.error = error;
-      const dump = this.#dumpPath(t);
-      if (dump) Deno.writeFileSync(dump, blob);
-      this.#copyDone(t, result, dump);
+      let dump: string | undefined;
+      try {
+        dump = this.#dumpPath(t);
+        if (dump) Deno.writeFileSync(dump, blob);
+      } catch (e) {
+        const cause = `writing the dump failed: ${describeError(e)}`;
+        this.#s.emit({
+          type: "error",
+          ts: timestamp(),
+          session: this.#s.id,
+          message: `device state: ${t.direction} ${cause}`,
+        });
+        result.ok = false;
+        result.error = result.error ? `${result.error}; ${cause}` : cause;
+        dump = undefined;
+      }
+      this.#guarded(t, "ending the emulated transfer", () => this.#copyDone(t, result, dump));
     };
     if (t.direction === "SAVE") {
       let blob: Uint8Array;
@@ -657,13 +797,18 @@ class DeviceStateHandler implements DeviceStateHooks {
       request: request.code,
       payload,
     });
+    this.#answers++;
     this.#s.inject(to, reply, encodeMessage(reply), [], note);
   }
 
   #dumpPath(t: Transfer): string | undefined {
     const dir = this.#config.dumpDir;
     if (!dir) return undefined;
-    Deno.mkdirSync(dir, { recursive: true });
+    try {
+      Deno.mkdirSync(dir, { recursive: true });
+    } catch (e) {
+      throw new Error(`cannot create the --state-dump directory "${dir}": ${describeError(e)}`);
+    }
     return `${dir}/session-${this.#s.id}-${t.direction.toLowerCase()}-${t.n}.bin`;
   }
 
@@ -700,6 +845,12 @@ class DeviceStateHandler implements DeviceStateHooks {
     }
     this.#transfer = undefined;
   }
+}
+
+/** One line for a log record: the error's message (its name when it has none), never a stack. */
+function describeError(e: unknown): string {
+  if (e instanceof Error) return e.message || e.name;
+  return String(e);
 }
 
 function round(n: number): number {

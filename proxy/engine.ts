@@ -6,6 +6,7 @@
  * @module
  */
 
+import { basename, dirname, resolve } from "node:path";
 import { OwnedFd } from "../ffi/fd.ts";
 import { createEventFd, drainEventFd, POLLIN } from "../ffi/poll.ts";
 import { Reactor, type Watch } from "../ffi/reactor.ts";
@@ -29,6 +30,8 @@ export interface EngineConfig {
   logMessages: boolean;
   /** Device-state options, interpreted by the device-state module. */
   deviceState: DeviceStateConfig;
+  /** Number of the first session (default 1): a run appending to a log continues its numbering. */
+  firstSession?: number;
 }
 
 /** Device-state behaviour selected on the command line. */
@@ -68,6 +71,8 @@ export class Engine {
   #listenWatch: Watch | undefined;
   #nextId = 1;
   #stopped = false;
+  /** The listening socket file's identity, to recognise a back-end path that leads back to it. */
+  #listenIdentity: { dev: number; ino: number } | undefined;
 
   constructor(
     config: EngineConfig,
@@ -77,14 +82,20 @@ export class Engine {
     this.config = config;
     this.#emit = emit;
     this.#deviceState = deviceState;
+    this.#nextId = config.firstSession ?? 1;
     this.reactor = new Reactor((error, source) => this.#handlerFailed(error, source));
   }
 
   /** Opens the listening socket (throws if it cannot) and starts accepting. */
   listen(): void {
     const l = this.config.listen;
+    if ("path" in l) refuseLoop(l.path, this.config.backend);
     this.#listener = "path" in l ? listenUnix(l.path, { mode: l.mode }) : new OwnedFd(l.fd);
     if (!("path" in l)) this.#listener.setNonBlocking(true);
+    if ("path" in l) {
+      const st = Deno.statSync(l.path);
+      this.#listenIdentity = { dev: st.dev, ino: st.ino! };
+    }
     const listener = this.#listener;
     this.#listenWatch = {
       fd: listener.fd,
@@ -126,6 +137,7 @@ export class Engine {
           deviceState: this.#deviceState
             ? (s) => this.#deviceState!(s, this.config.deviceState)
             : undefined,
+          isOwnListener: (path) => this.#isOwnListener(path),
         },
         this.reactor,
         this.#emit,
@@ -133,6 +145,18 @@ export class Engine {
         cred,
       );
       if (!session.ended) this.sessions.add(session);
+    }
+  }
+
+  /** Whether `path` is (a link to) this engine's own listening socket: relaying there loops. */
+  #isOwnListener(path: string): boolean {
+    const own = this.#listenIdentity;
+    if (own === undefined) return false;
+    try {
+      const st = Deno.statSync(path);
+      return st.dev === own.dev && st.ino === own.ino;
+    } catch {
+      return false;
     }
   }
 
@@ -166,6 +190,34 @@ export class Engine {
     }
     for (const s of [...this.sessions]) s.end(reason, "proxy");
     this.#emit({ type: "proxy", ts: timestamp(), event: "stopped" });
+  }
+}
+
+/**
+ * Refuses a configuration whose back-end is its own listening socket (`--listen X --backend X`,
+ * also through a symbolic link or `..`): every connection would connect to itself, again and
+ * again, until the proxy runs out of fds.
+ */
+export function refuseLoop(listen: string, backend: string): void {
+  if (canonical(listen) === canonical(backend)) {
+    throw new Error(
+      `Cannot relay "${listen}" to "${backend}": the back-end is the proxy's own listening ` +
+        "socket (a loop)",
+    );
+  }
+}
+
+/** `path` with its directory resolved (the socket itself may not exist yet). */
+function canonical(path: string): string {
+  const abs = resolve(path);
+  try {
+    return Deno.realPathSync(abs);
+  } catch {
+    try {
+      return resolve(Deno.realPathSync(dirname(abs)), basename(abs));
+    } catch {
+      return abs;
+    }
   }
 }
 

@@ -381,7 +381,7 @@ function sideFailure(f: SideFacts, other?: SideFacts): Verdict | undefined {
   if (!end && f.sessionEnd) {
     return fail(
       dir,
-      f.sessionEnd.closedBy ?? "proxy",
+      f.sessionEnd.violationBy ?? f.sessionEnd.closedBy ?? "proxy",
       `the ${side} session ended during the ${dir} transfer: ${f.sessionEnd.reason}`,
     );
   }
@@ -399,7 +399,9 @@ function sideFailure(f: SideFacts, other?: SideFacts): Verdict | undefined {
         );
       }
       const readerClosed = /reader closed/.test(end.error ?? "");
-      const culprit: Culprit = readerClosed ? PEER_READING[dir] : f.sessionEnd?.closedBy ?? "proxy";
+      const culprit: Culprit = readerClosed
+        ? PEER_READING[dir]
+        : f.sessionEnd?.violationBy ?? f.sessionEnd?.closedBy ?? "proxy";
       return fail(
         dir,
         culprit,
@@ -424,7 +426,7 @@ function sideFailure(f: SideFacts, other?: SideFacts): Verdict | undefined {
     if (f.sessionEnd && !f.checkRequest) {
       return fail(
         "CHECK_DEVICE_STATE",
-        f.sessionEnd.closedBy ?? "front-end",
+        f.sessionEnd.violationBy ?? f.sessionEnd.closedBy ?? "front-end",
         `the ${side} session ended before CHECK_DEVICE_STATE: ${f.sessionEnd.reason}`,
       );
     }

@@ -83,8 +83,10 @@ export interface SessionEndRecord {
   session: number;
   /** Human sentence, e.g. "back-end closed the main channel". */
   reason: string;
-  /** Who closed first, when a peer did. */
+  /** Who closed first: a peer, or the proxy (stopping, or ending a session for a violation). */
   closedBy?: SenderSide | "proxy";
+  /** The peer whose protocol violation made the proxy end the session. */
+  violationBy?: SenderSide;
   /** Requests that were awaiting a reply when the session ended. */
   inFlight: { channel: ChannelName; name: string; waitedMs: number }[];
   summary: SessionSummary;
@@ -146,6 +148,8 @@ export interface TransferEndRecord {
   dump?: string;
   /** Decoded summary of the blob when its format is known (virtiofsd, proxy emulation). */
   state?: Record<string, unknown>;
+  /** Why `state` is missing: decoding the blob failed inside the proxy. */
+  stateError?: string;
   /** Faults applied to this transfer. */
   faults?: string[];
 }
@@ -185,7 +189,8 @@ export type DeviceStateRecord =
 export interface ProxyRecord {
   type: "proxy";
   ts: string;
-  event: "listening" | "stopping" | "stopped";
+  /** `log-reopened`: SIGHUP; the records after it are in the file now at the log's path. */
+  event: "listening" | "stopping" | "stopped" | "log-reopened";
   listen?: string;
   backend?: string;
   pid?: number;

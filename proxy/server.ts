@@ -96,14 +96,20 @@ export async function startProxy(
 }
 
 /**
- * Calls `onStop` on SIGINT and SIGTERM until the returned function is called. Install it before
- * {@linkcode startProxy}: the Worker serves sessions as soon as it has bound, and a signal before
- * the listener exists would kill the process with the default action.
+ * Calls `onStop` on SIGINT and SIGTERM, and `onHangUp` on SIGHUP, until the returned function is
+ * called. Install it before {@linkcode startProxy}: the Worker serves sessions as soon as it has
+ * bound, and a signal before the listener exists would kill the process with the default action.
+ *
+ * SIGHUP never stops the proxy: it sits in a running VM's I/O path, and a closed terminal or a
+ * logrotate `postrotate` must not end the guest's device. Without `onHangUp` it is ignored.
  */
-export function listenForStopSignals(onStop: () => void): () => void {
+export function listenForStopSignals(onStop: () => void, onHangUp?: () => void): () => void {
   const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
   for (const s of signals) Deno.addSignalListener(s, onStop);
+  const hangUp = onHangUp ?? (() => {});
+  Deno.addSignalListener("SIGHUP", hangUp);
   return () => {
     for (const s of signals) Deno.removeSignalListener(s, onStop);
+    Deno.removeSignalListener("SIGHUP", hangUp);
   };
 }

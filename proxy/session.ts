@@ -59,6 +59,8 @@ export interface SessionOptions {
   logMessages: boolean;
   /** Device-state handling (relay / emulate / off), made per session. */
   deviceState?: (session: Session) => DeviceStateHooks | undefined;
+  /** Whether a path is the proxy's own listening socket (connecting there would loop). */
+  isOwnListener?: (path: string) => boolean;
 }
 
 interface PendingReply {
@@ -191,6 +193,15 @@ export class Session implements EndpointOwner {
   #tryConnect(): void {
     this.#connectTimer = undefined;
     if (this.#ended) return;
+    if (this.options.isOwnListener?.(this.options.backendPath)) {
+      this.end(
+        `cannot connect to the back-end at "${this.options.backendPath}": it is the proxy's own ` +
+          "listening socket (a loop); not connecting",
+        "proxy",
+        "error",
+      );
+      return;
+    }
     let sock: OwnedFd;
     try {
       sock = connectUnix(this.options.backendPath);
@@ -707,7 +718,7 @@ export class Session implements EndpointOwner {
       field,
       message,
     });
-    this.end(`protocol violation by the ${from.peer}: ${message}`, from.peer, "error");
+    this.end(`protocol violation by the ${from.peer}: ${message}`, "proxy", "error", from.peer);
   }
 
   #ioFailed(endpoint: Endpoint, error: unknown, sending?: string): void {
@@ -761,7 +772,12 @@ export class Session implements EndpointOwner {
   }
 
   /** Ends the session: closes both sides and every fd it holds, logs why. */
-  end(reason: string, closedBy?: SenderSide | "proxy", severity?: "error"): void {
+  end(
+    reason: string,
+    closedBy?: SenderSide | "proxy",
+    severity?: "error",
+    violationBy?: SenderSide,
+  ): void {
     if (this.#ended) return;
     this.#ended = true;
     this.#connectTimer?.cancel();
@@ -803,6 +819,7 @@ export class Session implements EndpointOwner {
       session: this.id,
       reason,
       closedBy,
+      ...(violationBy === undefined ? {} : { violationBy }),
       inFlight,
       summary: this.#summary,
     });

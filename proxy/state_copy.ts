@@ -148,6 +148,18 @@ export class StateCopy {
     this.#src = src;
     this.#dst = dst;
     this.#opts = options;
+    try {
+      this.#dump = options.dumpPath
+        ? Deno.openSync(options.dumpPath, { write: true, create: true, truncate: true })
+        : undefined;
+    } catch (e) {
+      // The transfer never starts: both ends are closed, as at any other end.
+      src.close();
+      dst.close();
+      throw new Error(
+        `cannot open the dump file "${options.dumpPath}": ${e instanceof Error ? e.message : e}`,
+      );
+    }
     src.setNonBlocking(true);
     dst.setNonBlocking(true);
     const hashing = options.hash ?? true;
@@ -165,9 +177,6 @@ export class StateCopy {
       ? "splice"
       : "copy";
     if (this.mode !== "splice") this.#buf = chunkPool.take();
-    this.#dump = options.dumpPath
-      ? Deno.openSync(options.dumpPath, { write: true, create: true, truncate: true })
-      : undefined;
     this.#srcWatch = {
       fd: src.fd,
       interest: () => this.#srcInterest(),
@@ -194,6 +203,11 @@ export class StateCopy {
   /** True once the transfer has ended. */
   get done(): boolean {
     return this.#done;
+  }
+
+  /** Bytes delivered to the reader so far. */
+  get bytesDelivered(): number {
+    return this.#bytesOut;
   }
 
   #begin(): void {
@@ -379,7 +393,15 @@ export class StateCopy {
    * were read into the hash's own buffer (last, as the hash may hand it on).
    */
   #account(chunk: Uint8Array, inScratch = false): void {
-    if (this.#dump) writeFileAll(this.#dump, chunk);
+    if (this.#dump) {
+      try {
+        writeFileAll(this.#dump, chunk);
+      } catch (e) {
+        throw new Error(
+          `writing the dump "${this.#opts.dumpPath}" failed: ${e instanceof Error ? e.message : e}`,
+        );
+      }
+    }
     const cap = this.#hashKeeps ? 0 : this.#opts.keepUpTo ?? 0;
     if (this.#keptAll && this.#keptBytes + chunk.length <= cap) {
       this.#kept.push(chunk.slice());

@@ -401,7 +401,7 @@ function vanish(
       CLOSE_WITHIN_MS,
       logFrom,
     );
-    if (!end || end.closedBy !== SIDE[by]) {
+    if (!end || (end.violationBy ?? end.closedBy) !== SIDE[by]) {
       throw new CaseFailure(
         `session-end does not say the ${SIDE[by]} closed: ${JSON.stringify(end)}`,
       );

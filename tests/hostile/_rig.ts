@@ -36,6 +36,10 @@ export interface ProxyOptions {
    * collection); runs Deno directly instead of the launcher, with the launcher's arguments.
    */
   v8Flags?: string;
+  /** The --log file (default `<dir>/proxy.jsonl`); one outside the temp dir outlives `stop()`. */
+  logPath?: string;
+  /** The --backend path, nobody's listener (e.g. a link back to the proxy's own socket). */
+  backendPath?: (dir: string) => string;
 }
 
 /** Reads the proxy's JSONL log as it grows; records stay in order. */
@@ -137,14 +141,15 @@ export class ProxyProcess {
     this.dir = dir;
     this.listenPath = `${dir}/front.sock`;
     this.backendPath = `${dir}/back.sock`;
-    this.log = new LogReader(`${dir}/proxy.jsonl`);
-    if (!options.noBackend) this.backend = new ScriptedListener(this.backendPath);
+    this.log = new LogReader(options.logPath ?? `${dir}/proxy.jsonl`);
+    const scripted = !options.noBackend && options.backendPath === undefined;
+    if (scripted) this.backend = new ScriptedListener(this.backendPath);
     const args = [
       "run",
       "--listen",
       this.listenPath,
       "--backend",
-      options.noBackend ? `${dir}/nobody.sock` : this.backendPath,
+      options.backendPath?.(dir) ?? (options.noBackend ? `${dir}/nobody.sock` : this.backendPath),
       "--log",
       this.log.path,
       "--quiet",

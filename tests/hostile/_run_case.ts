@@ -145,7 +145,8 @@ function checkPolicy(proxy: ProxyProcess, s: Session, c: Case, e: Expect): CaseR
       if (e.message) assert.match(err.message, e.message);
       const end = proxy.sessionEnd(s.id);
       assert.ok(end, "a session-end record follows");
-      assert.equal(end.closedBy, e.side, "session-end says who broke the rules");
+      assert.equal(end.closedBy, "proxy", "the proxy ended the session");
+      assert.equal(end.violationBy, e.side, "session-end says who broke the rules");
       return { closeMs, note: `${err.field ?? "-"}: ${err.message}` };
     }
     case "relay": {

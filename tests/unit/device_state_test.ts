@@ -380,3 +380,93 @@ Deno.test("--state-hash off: a pure splice relay delivers every byte and logs no
     assert.equal(end.sha256, undefined);
   });
 });
+
+// ---- failures inside the proxy never leave QEMU waiting (issue 9 §2) ---------------------------
+
+/** A regular file where a --state-dump directory is expected. */
+function fileNotDir(): string {
+  const f = Deno.makeTempFileSync({ prefix: "vup-not-a-dir-" });
+  Deno.writeTextFileSync(f, "not a directory\n");
+  return f;
+}
+
+function errors(records: LogRecord[]): string[] {
+  return records.filter((r) => r.type === "error").map((r) => (r as { message: string }).message);
+}
+
+Deno.test("emulate with --state-dump a regular file: SAVE fails, CHECK is answered 1 at once, the error names the step", async () => {
+  const dump = fileNotDir();
+  try {
+    await withRig({ deviceState: { mode: "emulate", dumpDir: dump } }, async (r) => {
+      ask(r, 1, 0x1_4400_0000n);
+      ask(r, 15, 0x2n | 0x8n);
+      const qemuRead = sendSave(r.front);
+      assert.equal(readU64(r.front.expect().payload), 0x100n, "SET_DEVICE_STATE_FD accepted");
+      pump(undefined, new Uint8Array(0), qemuRead);
+      r.front.send({ request: CHECK, flags: REQ });
+      assert.equal(readU64(r.front.expect(3000).payload), 1n, "CHECK answered with an error");
+      await r.until((rs) => ends(rs).length > 0);
+      const end = ends(r.records)[0];
+      assert.equal(end.ok, false);
+      assert.match(end.error ?? "", /--state-dump directory .* cannot create|dump failed/);
+      assert.ok(
+        errors(r.records).some((m) => /writing the dump failed/.test(m) && m.includes(dump)),
+        `an error record names the dump step: ${JSON.stringify(errors(r.records))}`,
+      );
+      assert.ok(!errors(r.records).some((m) => /\n\s+at /.test(m)), "no stack in the log");
+    });
+  } finally {
+    Deno.removeSync(dump);
+  }
+});
+
+Deno.test("relay with --state-dump a regular file: QEMU is told error 1 at SET_DEVICE_STATE_FD, never left waiting", async () => {
+  const dump = fileNotDir();
+  try {
+    await withRig({ deviceState: { dumpDir: dump } }, async (r) => {
+      const qemuRead = sendSave(r.front);
+      const req = r.back.expect();
+      r.back.send({ request: SET_STATE, flags: REPLY, payload: u64(0x100) });
+      const rep = r.front.expect(3000);
+      assert.equal(rep.request, SET_STATE);
+      assert.equal(readU64(rep.payload) & 0xffn, 1n, "QEMU hears an error");
+      assert.equal(rep.fds.length, 0);
+      qemuRead.close();
+      req.fds.forEach((f) => f.close());
+      // CHECK goes to the back-end; whatever it says, QEMU hears the failure.
+      assert.equal(check(r.front, r.back, 0n), 1n, "CHECK fails");
+      await r.until((rs) => errors(rs).length > 0);
+      assert.match(
+        errors(r.records)[0],
+        /SET_DEVICE_STATE_FD reply failed inside the proxy: .*state-dump directory/,
+      );
+    });
+  } finally {
+    Deno.removeSync(dump);
+  }
+});
+
+Deno.test("a held CHECK_DEVICE_STATE is flagged after --stuck-after, naming what it waits for", async () => {
+  await withRig({ stuckAfterMs: 200 }, async (r) => {
+    const qemuRead = sendSave(r.front);
+    const req = r.back.expect();
+    r.back.send({ request: SET_STATE, flags: REPLY, payload: u64(0x100) });
+    r.front.expect();
+    const w = req.fds[0];
+    writeFd(w, pattern(1000));
+    r.front.send({ request: CHECK, flags: REQ });
+    await r.until((rs) =>
+      rs.some((x) => x.type === "warning" && /CHECK_DEVICE_STATE has been held/.test(x.message))
+    );
+    const warning = r.records.find((x) => x.type === "warning")!;
+    assert.match(
+      (warning as { message: string }).message,
+      /held by the proxy for \d+ ms, waiting for the SAVE copy to end \(1000 bytes so far\)/,
+    );
+    w.close();
+    pump(undefined, new Uint8Array(0), qemuRead);
+    assert.equal(r.back.expect().request, CHECK, "released once the copy ends");
+    r.back.send({ request: CHECK, flags: REPLY, payload: u64(0) });
+    assert.equal(readU64(r.front.expect().payload), 0n);
+  });
+});
