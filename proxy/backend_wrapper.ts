@@ -16,6 +16,7 @@
 
 import type { EngineConfig } from "./engine.ts";
 import type { LogRecord } from "./log_record.ts";
+import { ioCause } from "./log_tools.ts";
 import { listenForStopSignals, startProxy } from "./server.ts";
 
 /** What the wrapper took from the back-end's command line. */
@@ -86,12 +87,19 @@ export async function runBackendWrapper(
   }
   const dir = Deno.makeTempDirSync({ prefix: "vhost-user-proxy-" });
   const privateSocket = `${dir}/backend.sock`;
-  const child = new Deno.Command(o.binary, {
-    args: [...split.rest, `--socket-path=${privateSocket}`],
-    stdin: "null",
-    stdout: "inherit",
-    stderr: "inherit",
-  }).spawn();
+  let child: Deno.ChildProcess;
+  try {
+    child = new Deno.Command(o.binary, {
+      args: [...split.rest, `--socket-path=${privateSocket}`],
+      stdin: "null",
+      stdout: "inherit",
+      stderr: "inherit",
+    }).spawn();
+  } catch (e) {
+    Deno.removeSync(dir, { recursive: true });
+    console.error(`vhost-user-proxy: cannot start the back-end "${o.binary}": ${ioCause(e)}`);
+    return 1;
+  }
   // A signal ends the back-end; its exit then stops the proxy (below), in order.
   let signalled = false;
   const unlisten = listenForStopSignals(() => {
@@ -119,15 +127,34 @@ export async function runBackendWrapper(
   // The back-end ends the run: virtiofsd serves one connection and exits when QEMU leaves.
   const status = await child.status;
   unlisten();
-  await proxy.stop(signalled ? "signal received" : `the back-end exited (code ${status.code})`);
+  await proxy.stop(signalled ? "signal received" : `the back-end ${exitText(status)}`);
   Deno.removeSync(dir, { recursive: true });
+  if (!signalled) console.error(`vhost-user-proxy: the back-end "${o.binary}" ${exitText(status)}`);
   return signalled ? 0 : status.code;
 }
 
+/** How a process ended: `exited with code 1`, `was killed by SIGKILL`. */
+export function exitText(status: Deno.CommandStatus): string {
+  return status.signal !== null
+    ? `was killed by ${status.signal} (exit status ${status.code})`
+    : `exited with code ${status.code}`;
+}
+
 async function printCapabilities(binary: string, mode: string): Promise<number> {
-  const out = await new Deno.Command(binary, { args: ["--print-capabilities"], stderr: "inherit" })
-    .output();
-  if (!out.success) return out.code;
+  let out: Deno.CommandOutput;
+  try {
+    out = await new Deno.Command(binary, { args: ["--print-capabilities"], stderr: "inherit" })
+      .output();
+  } catch (e) {
+    console.error(`vhost-user-proxy: cannot start the back-end "${binary}": ${ioCause(e)}`);
+    return 1;
+  }
+  if (!out.success) {
+    console.error(
+      `vhost-user-proxy: the back-end "${binary}" --print-capabilities ${exitText(out)}`,
+    );
+    return out.code;
+  }
   const text = new TextDecoder().decode(out.stdout);
   if (mode !== "emulate") {
     await Deno.stdout.write(out.stdout);

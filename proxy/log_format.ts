@@ -6,16 +6,22 @@
 
 import type { DeviceStateRecord, LogRecord, MessageRecord } from "./log_record.ts";
 
+/** Time of day with its zone: `21:17:45.123Z` (records are stamped in UTC, ISO 8601). */
+export function timeOfDay(ts: string): string {
+  return clock(ts);
+}
+
 function clock(ts: string): string {
-  return ts.slice(11, 23);
+  const m = /^\d{4}-\d\d-\d\dT(\d\d:\d\d:\d\d(?:\.\d+)?)(Z|[+-]\d\d:?\d\d)$/.exec(ts);
+  return m ? `${m[1].slice(0, 12)}${m[2]}` : ts;
 }
 
 function messageLine(r: MessageRecord): string {
   const chan = r.channel === "main" ? "" : " [backend-ch]";
   const way = r.from === "front-end" ? "front→back" : "back→front";
   const kind = r.kind === "reply" ? " reply" : "";
-  const flags = r.flagNames.includes("NEED_REPLY") ? " (need reply)" : "";
-  const fds = r.fds.length > 0 ? ` fds=[${r.fds.map((f) => f.kind).join(",")}]` : "";
+  const flags = r.flagNames?.includes("NEED_REPLY") ? " (need reply)" : "";
+  const fds = r.fds?.length ? ` fds=[${r.fds.map((f) => f.kind).join(",")}]` : "";
   const lat = r.latencyUs !== undefined ? ` +${formatLatency(r.latencyUs)}` : "";
   const summary = r.summary ? ` ${r.summary}` : "";
   const action = r.action ? ` <${r.action}>` : "";
@@ -37,17 +43,24 @@ function deviceStateText(r: DeviceStateRecord): string {
       const what = r.ok ? "done" : `FAILED: ${r.error ?? "unknown error"}`;
       const state = r.state ? ` ${JSON.stringify(r.state)}` : "";
       const dump = r.dump ? ` dump=${r.dump}` : "";
-      return `${r.direction} ${what}: ${r.bytes} bytes in ${r.durationMs.toFixed(1)} ms ` +
-        `(${r.throughputMiBps.toFixed(1)} MiB/s) sha256=${r.sha256 ?? "(off)"}${dump}${state}`;
+      return `${r.direction} ${what}: ${r.bytes} bytes in ${num(r.durationMs)} ms ` +
+        `(${num(r.throughputMiBps)} MiB/s) sha256=${r.sha256 ?? "(off)"}${dump}${state}`;
     }
     case "check": {
       const back = r.backendResult !== undefined ? ` back-end=${r.backendResult}` : "";
       const why = r.reason ? ` (${r.reason})` : "";
-      return `CHECK_DEVICE_STATE result=${r.result}${back}${why}`;
+      const failed = r.result !== 0 ? " FAILED" : "";
+      return `CHECK_DEVICE_STATE${failed} result=${r.result}${back}${why}`;
     }
     case "note":
       return r.message;
+    default:
+      return JSON.stringify(r);
   }
+}
+
+function num(v: number | undefined): string {
+  return typeof v === "number" ? v.toFixed(1) : "?";
 }
 
 /** One human-readable line for a record. */
@@ -61,9 +74,12 @@ export function formatRecord(r: LogRecord): string {
     }
     case "session-end": {
       const s = r.summary;
+      if (!s) return `${clock(r.ts)} s${r.session} session end: ${r.reason}`;
       return `${
         clock(r.ts)
-      } s${r.session} session end: ${r.reason}; ${s.messages} messages, ${s.fdsRelayed} fds, ${s.errors} errors, ${s.durationMs} ms`;
+      } s${r.session} session end: ${r.reason}; ${s.messages} messages, ${s.fdsRelayed} fds, ${s.errors} errors, ${
+        s.warnings ?? 0
+      } warnings, ${s.durationMs} ms`;
     }
     case "error":
     case "warning": {
@@ -76,5 +92,7 @@ export function formatRecord(r: LogRecord): string {
       return `${clock(r.ts)} proxy ${r.event}${r.listen ? ` on ${r.listen}` : ""}${
         r.backend ? ` → ${r.backend}` : ""
       }`;
+    default:
+      return JSON.stringify(r);
   }
 }

@@ -9,41 +9,361 @@
 import { formatRecord } from "./log_format.ts";
 import type { LogRecord, MessageRecord, TransferEndRecord } from "./log_record.ts";
 
-/** Reads a JSONL log; malformed lines are reported with their number, not thrown. */
-export function readLog(path: string): { records: LogRecord[]; problems: string[] } {
+/** Record types this version knows, with the fields its tools read. */
+const REQUIRED: Record<string, Record<string, string>> = {
+  message: {
+    ts: "string",
+    session: "number",
+    channel: "string",
+    from: "string",
+    kind: "string",
+    name: "string",
+  },
+  "session-start": { ts: "string", session: "number" },
+  "session-end": { ts: "string", session: "number", reason: "string" },
+  error: { ts: "string", message: "string" },
+  warning: { ts: "string", message: "string" },
+  "device-state": { ts: "string", session: "number", event: "string" },
+  proxy: { ts: "string", event: "string" },
+};
+
+/** Optional fields the tools iterate over, when present. */
+const LISTS = ["fds", "flagNames", "warnings", "faults", "inFlight"];
+
+function kindOf(v: unknown): string {
+  return typeof v;
+}
+
+/** Why a parsed line is not a record the tools can use, or undefined when it is. */
+function recordDefect(r: unknown): string | undefined {
+  if (typeof r !== "object" || r === null || Array.isArray(r)) return "not a log record";
+  const o = r as Record<string, unknown>;
+  if (typeof o.type !== "string") return 'not a log record: no "type"';
+  const fields = REQUIRED[o.type];
+  if (fields === undefined) return `unknown record type "${o.type}"`;
+  const missing = Object.entries(fields).filter(([k, t]) => kindOf(o[k]) !== t).map(([k]) => k);
+  if (missing.length > 0) {
+    return `${o.type} record without ${missing.map((k) => `"${k}"`).join(", ")}`;
+  }
+  const notLists = LISTS.filter((k) => o[k] !== undefined && !Array.isArray(o[k]));
+  if (notLists.length > 0) {
+    return `${o.type} record whose ${notLists.map((k) => `"${k}"`).join(", ")} is not a list`;
+  }
+  return undefined;
+}
+
+/** One JSONL line as a record, or why it is not one. */
+function parseLine(line: string): { record: LogRecord } | { problem: string } {
+  let r: unknown;
+  try {
+    r = JSON.parse(line);
+  } catch (e) {
+    return { problem: `not JSON: ${e instanceof Error ? e.message : e}` };
+  }
+  const defect = recordDefect(r);
+  return defect === undefined ? { record: r as LogRecord } : { problem: defect };
+}
+
+/** Records from JSONL text; lines that are not records are reported with their number. */
+export function parseLog(text: string): { records: LogRecord[]; problems: string[] } {
   const records: LogRecord[] = [];
   const problems: string[] = [];
-  const lines = Deno.readTextFileSync(path).split("\n");
-  lines.forEach((line, i) => {
+  text.split("\n").forEach((line, i) => {
     if (line.trim() === "") return;
-    try {
-      const r = JSON.parse(line);
-      if (typeof r === "object" && r !== null && typeof r.type === "string") records.push(r);
-      else problems.push(`line ${i + 1}: not a log record`);
-    } catch (e) {
-      problems.push(`line ${i + 1}: ${e instanceof Error ? e.message : e}`);
-    }
+    const parsed = parseLine(line);
+    if ("record" in parsed) records.push(parsed.record);
+    else problems.push(`line ${i + 1}: ${parsed.problem}`);
   });
   return { records, problems };
 }
 
-/** Filters for `log show`. */
+/** Options of {@linkcode followLog}. */
+export interface FollowOptions {
+  /** Start at the end of the file: only records written from now on. */
+  fromEnd?: boolean;
+  /** How often to look for new lines; default 200 ms. */
+  intervalMs?: number;
+  /** Ends the generator. */
+  signal?: AbortSignal;
+  /** A line that is not a record, or the file was truncated or replaced. */
+  onProblem?: (problem: string) => void;
+}
+
+/**
+ * The records of a log as they are written (`log follow`): the complete lines already there
+ * (unless `fromEnd`), then each new complete line, until `signal` aborts. A file that is
+ * truncated or replaced (log rotation) is read again from its start. Throws, with the path and
+ * the cause, only when the file cannot be opened at the start.
+ *
+ * @example
+ * ```ts
+ * const stop = new AbortController();
+ * for await (const r of followLog("vfs.jsonl", { signal: stop.signal })) console.log(r.type);
+ * ```
+ */
+export async function* followLog(
+  path: string,
+  options: FollowOptions = {},
+): AsyncGenerator<LogRecord> {
+  const interval = options.intervalMs ?? 200;
+  const open = () => {
+    try {
+      if (Deno.statSync(path).isDirectory) throw new Deno.errors.IsADirectory();
+      return Deno.openSync(path, { read: true });
+    } catch (e) {
+      throw new Error(`Cannot follow log "${path}": ${ioCause(e)}`);
+    }
+  };
+  let file = open();
+  let ino = file.statSync().ino;
+  let offset = 0;
+  let pending = "";
+  let lineNo = 0;
+  let skipPartial = false;
+  if (options.fromEnd) {
+    offset = file.statSync().size;
+    if (offset > 0) {
+      // Begin after the last complete line: a line being written is not half-shown.
+      const last = new Uint8Array(1);
+      file.seekSync(offset - 1, Deno.SeekMode.Start);
+      file.readSync(last);
+      skipPartial = last[0] !== 0x0a;
+    }
+    lineNo = Number.NaN; // numbers relative to an unread beginning would mislead
+  }
+  const decoder = new TextDecoder();
+  const buf = new Uint8Array(1 << 16);
+  const sleep = () =>
+    new Promise<void>((resolve) => {
+      const t = setTimeout(done, interval);
+      function done() {
+        clearTimeout(t);
+        options.signal?.removeEventListener("abort", done);
+        resolve();
+      }
+      options.signal?.addEventListener("abort", done, { once: true });
+    });
+  try {
+    while (!options.signal?.aborted) {
+      // Rotation or truncation: start again on whatever the path names now.
+      let current: Deno.FileInfo | undefined;
+      try {
+        current = Deno.statSync(path);
+      } catch {
+        current = undefined; // moved away, not yet recreated: keep reading the old one
+      }
+      if (current && current.ino !== ino) {
+        options.onProblem?.(`"${path}" was replaced: following the new file from its start`);
+        file.close();
+        file = open();
+        ino = file.statSync().ino;
+        offset = 0;
+        pending = "";
+        lineNo = 0;
+        skipPartial = false;
+      } else if (file.statSync().size < offset) {
+        options.onProblem?.(`"${path}" was truncated: following it from its start`);
+        offset = 0;
+        pending = "";
+        lineNo = 0;
+        skipPartial = false;
+      }
+      file.seekSync(offset, Deno.SeekMode.Start);
+      let grew = false;
+      for (;;) {
+        const n = file.readSync(buf);
+        if (n === null || n === 0) break;
+        offset += n;
+        grew = true;
+        pending += decoder.decode(buf.subarray(0, n), { stream: true });
+      }
+      if (grew) {
+        const lines = pending.split("\n");
+        pending = lines.pop()!;
+        for (const line of lines) {
+          lineNo++;
+          if (skipPartial) {
+            skipPartial = false;
+            continue;
+          }
+          if (line.trim() === "") continue;
+          const parsed = parseLine(line);
+          if ("record" in parsed) yield parsed.record;
+          else {
+            options.onProblem?.(
+              `${Number.isNaN(lineNo) ? "a new line" : `line ${lineNo}`}: ${parsed.problem}`,
+            );
+          }
+        }
+      }
+      if (options.signal?.aborted) break;
+      await sleep();
+    }
+  } finally {
+    file.close();
+  }
+}
+
+/** Why a file could not be read, in a few words: `No such file or directory`. */
+export function ioCause(e: unknown): string {
+  if (e instanceof Deno.errors.NotFound) return "No such file or directory";
+  if (e instanceof Deno.errors.PermissionDenied) return "Permission denied";
+  if (e instanceof Deno.errors.IsADirectory) return "Is a directory";
+  const m = e instanceof Error ? e.message : String(e);
+  // Deno's messages read `Is a directory (os error 21): read '/tmp/x'`: the cause is the part
+  // before the os error number; the path is already in ours.
+  const cut = m.search(/ \(os error \d+\)/);
+  if (cut > 0) return m.slice(0, cut);
+  if (e instanceof TypeError && /not valid UTF-8|invalid utf-8/i.test(m)) return "not a text file";
+  return m;
+}
+
+/** A log read from a file: its records, or why there are none. */
+export type LoadedLog =
+  | { ok: true; records: LogRecord[]; problems: string[] }
+  | { ok: false; error: string; problems: string[] };
+
+/**
+ * Reads a JSONL log as a value: `ok: false` with one sentence (path and cause) when the file
+ * cannot be read or holds no record at all. Lines that are not records are `problems`.
+ *
+ * @example
+ * ```ts
+ * const log = loadLog("vfs.jsonl");
+ * if (!log.ok) console.error(log.error);
+ * ```
+ */
+export function loadLog(path: string): LoadedLog {
+  let text: string;
+  try {
+    if (Deno.statSync(path).isDirectory) {
+      return { ok: false, error: `Cannot read log "${path}": Is a directory`, problems: [] };
+    }
+    text = new TextDecoder("utf-8", { fatal: true }).decode(Deno.readFileSync(path));
+  } catch (e) {
+    const cause = e instanceof TypeError ? "not a text file" : ioCause(e);
+    return { ok: false, error: `Cannot read log "${path}": ${cause}`, problems: [] };
+  }
+  const { records, problems } = parseLog(text);
+  if (records.length === 0) {
+    const why = text.trim() === ""
+      ? "the file is empty"
+      : `none of its ${problems.length} line(s) is a log record (${problems[0]}${
+        problems.length > 1 ? `; and ${problems.length - 1} more` : ""
+      })`;
+    return { ok: false, error: `No log records in "${path}": ${why}`, problems };
+  }
+  return { ok: true, records, problems };
+}
+
+/** Reads a JSONL log; malformed lines are reported with their number. Throws when the file
+ * cannot be read (see {@linkcode loadLog} for the same as a value). */
+export function readLog(path: string): { records: LogRecord[]; problems: string[] } {
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(path);
+  } catch (e) {
+    throw new Error(`Cannot read log "${path}": ${ioCause(e)}`);
+  }
+  return parseLog(text);
+}
+
+/**
+ * What went wrong in a record, as one line, or undefined when nothing did: error and warning
+ * records (violations, stuck requests, I/O failures), a message the proxy relayed with warnings,
+ * a device-state transfer that failed, was cut short or was corrupted on purpose (`--fault`), a
+ * SET_DEVICE_STATE_FD that was refused, a CHECK_DEVICE_STATE that did not report success.
+ */
+export function problemOf(r: LogRecord): string | undefined {
+  const where = "session" in r && r.session !== undefined ? `s${r.session}: ` : "";
+  switch (r.type) {
+    case "error":
+    case "warning":
+      return `${where}${r.type}: ${r.message}`;
+    case "message": {
+      const refused = r.name === "SET_DEVICE_STATE_FD" && r.kind === "reply" ? setFdError(r) : 0;
+      if (refused !== 0) {
+        return `${where}error: SET_DEVICE_STATE_FD refused with error ${refused}${
+          r.injected ? " by the proxy" : ""
+        }${r.warnings?.length ? `; ${r.warnings.join("; ")}` : ""}`;
+      }
+      return r.warnings?.length
+        ? `${where}warning: ${r.name}${r.kind === "reply" ? " reply" : ""}: ${
+          r.warnings.join("; ")
+        }`
+        : undefined;
+    }
+    case "device-state":
+      if (r.event === "transfer-end" && !r.ok) {
+        return `${where}error: ${r.direction} transfer failed after ${r.bytes} bytes: ${
+          r.error ?? "unknown error"
+        }`;
+      }
+      if (r.event === "transfer-end" && typeof r.bytesIn === "number" && r.bytes < r.bytesIn) {
+        return `${where}error: ${r.direction} transfer cut short: ${r.bytes} of ${r.bytesIn} bytes delivered${
+          r.faults?.length ? ` (fault ${r.faults.join(", ")})` : ""
+        }`;
+      }
+      if (r.event === "transfer-end" && r.faults?.includes("state-corrupt")) {
+        return `${where}error: ${r.direction} transfer altered by the proxy (fault state-corrupt)`;
+      }
+      if (r.event === "check" && r.result !== 0) {
+        return `${where}error: CHECK_DEVICE_STATE${
+          r.direction ? ` (${r.direction})` : ""
+        } failed: result ${r.result}${
+          r.backendResult !== undefined ? `, back-end said ${r.backendResult}` : ""
+        }${r.reason ? `: ${r.reason}` : ""}`;
+      }
+      return undefined;
+    default:
+      return undefined;
+  }
+}
+
+/** The error code of a SET_DEVICE_STATE_FD reply (bits 0–7 of its u64), 0 when none. */
+function setFdError(m: MessageRecord): number {
+  const e = m.payload?.error;
+  return typeof e === "number" ? e : Number(e ?? 0) || 0;
+}
+
+/** The sessions a log holds, in order of first appearance. */
+export function sessionsOf(records: LogRecord[]): number[] {
+  const seen = new Set<number>();
+  for (const r of records) {
+    if ("session" in r && typeof r.session === "number") seen.add(r.session);
+  }
+  return [...seen];
+}
+
+/** Filters for `log show` and `log follow`. */
 export interface ShowFilter {
   session?: number;
+  /** Request name, any case, with or without the `VHOST_USER_` prefix. */
   name?: string;
   channel?: string;
   problemsOnly?: boolean;
 }
 
-/** Human lines for the records that pass the filter. */
-export function showLog(records: LogRecord[], f: ShowFilter = {}): string[] {
-  return records.filter((r) => {
+/** The request name as records carry it: upper case, without `VHOST_USER_`. */
+function normalName(name: string): string {
+  return name.toUpperCase().replace(/^VHOST_USER_/, "");
+}
+
+/** A predicate for the records that pass the filter. */
+export function showFilter(f: ShowFilter = {}): (r: LogRecord) => boolean {
+  const name = f.name === undefined ? undefined : normalName(f.name);
+  return (r) => {
     if (f.session !== undefined && "session" in r && r.session !== f.session) return false;
-    if (f.problemsOnly && r.type !== "error" && r.type !== "warning") return false;
-    if (f.name !== undefined && (r.type !== "message" || r.name !== f.name)) return false;
+    if (f.problemsOnly && problemOf(r) === undefined) return false;
+    if (name !== undefined && (r.type !== "message" || normalName(r.name) !== name)) return false;
     if (f.channel !== undefined && (r.type !== "message" || r.channel !== f.channel)) return false;
     return true;
-  }).map(formatRecord);
+  };
+}
+
+/** Human lines for the records that pass the filter. */
+export function showLog(records: LogRecord[], f: ShowFilter = {}): string[] {
+  return records.filter(showFilter(f)).map(formatRecord);
 }
 
 function percentile(sorted: number[], p: number): number {
@@ -76,10 +396,27 @@ export interface LogSummary {
     error?: string;
   }[];
   sessionEnds: { session: number; reason: string; closedBy?: string }[];
+  /** Every CHECK_DEVICE_STATE answer the proxy logged (0 = success). */
+  checks: { session: number; direction?: string; result: number; reason?: string }[];
+  /** Messages relayed with warnings, one line each (`s1: warning: NAME: …`). */
+  messageWarnings: string[];
+  /**
+   * Everything that went wrong, one line each, in log order: errors and warnings, messages with
+   * warnings, failed or truncated transfers, failed CHECKs. Non-empty ⇒ `log summary` exits 1.
+   */
+  problems: string[];
+  /** The session the summary is restricted to (`--session`), when it is. */
+  session?: number;
 }
 
-/** Summarises a log. */
-export function summarizeLog(records: LogRecord[]): LogSummary {
+/** Summarises a log, or one session of it (records without a session are kept). */
+export function summarizeLog(
+  all: LogRecord[],
+  options: { session?: number } = {},
+): LogSummary {
+  const records = options.session === undefined
+    ? all
+    : all.filter((r) => !("session" in r) || r.session === options.session);
   const names = new Map<string, { requests: number; replies: number; latencies: number[] }>();
   const out: LogSummary = {
     sessions: 0,
@@ -90,8 +427,14 @@ export function summarizeLog(records: LogRecord[]): LogSummary {
     warnings: [],
     transfers: [],
     sessionEnds: [],
+    checks: [],
+    messageWarnings: [],
+    problems: [],
   };
+  if (options.session !== undefined) out.session = options.session;
   for (const r of records) {
+    const problem = problemOf(r);
+    if (problem !== undefined) out.problems.push(problem);
     switch (r.type) {
       case "session-start":
         out.sessions++;
@@ -101,7 +444,7 @@ export function summarizeLog(records: LogRecord[]): LogSummary {
         break;
       case "message": {
         out.messages++;
-        out.fds += r.fds.length;
+        out.fds += r.fds?.length ?? 0;
         const key = r.channel === "main" ? r.name : `${r.name} [backend-ch]`;
         const e = names.get(key) ?? { requests: 0, replies: 0, latencies: [] };
         if (r.kind === "reply") {
@@ -109,6 +452,7 @@ export function summarizeLog(records: LogRecord[]): LogSummary {
           if (r.latencyUs !== undefined) e.latencies.push(r.latencyUs);
         } else e.requests++;
         names.set(key, e);
+        if (problem !== undefined) out.messageWarnings.push(problem);
         break;
       }
       case "error":
@@ -129,6 +473,13 @@ export function summarizeLog(records: LogRecord[]): LogSummary {
             sha256: t.sha256,
             error: t.error,
           });
+        } else if (r.event === "check") {
+          out.checks.push({
+            session: r.session,
+            direction: r.direction,
+            result: r.result,
+            reason: r.reason,
+          });
         }
         break;
     }
@@ -148,7 +499,11 @@ export function summarizeLog(records: LogRecord[]): LogSummary {
 
 /** Renders a summary as text. */
 export function formatSummary(s: LogSummary): string[] {
-  const lines = [`${s.sessions} session(s), ${s.messages} messages, ${s.fds} fds`];
+  const lines = [
+    `${
+      s.session !== undefined ? `session ${s.session}: ` : ""
+    }${s.sessions} session(s), ${s.messages} messages, ${s.fds} fds, ${s.problems.length} problem(s)`,
+  ];
   lines.push(
     "",
     "request                                   requests  replies   p50 µs   p99 µs   max µs",
@@ -173,21 +528,32 @@ export function formatSummary(s: LogSummary): string[] {
       );
     }
   }
+  if (s.checks.length > 0) {
+    lines.push("", "CHECK_DEVICE_STATE:");
+    for (const c of s.checks) {
+      lines.push(
+        `  s${c.session}${c.direction ? ` ${c.direction}` : ""} ${
+          c.result === 0 ? "ok" : `FAILED result=${c.result}`
+        }${c.reason ? ` (${c.reason})` : ""}`,
+      );
+    }
+  }
   for (const e of s.sessionEnds) {
     lines.push(
       `session ${e.session} ended: ${e.reason}${e.closedBy ? ` [closed by ${e.closedBy}]` : ""}`,
     );
   }
-  if (s.errors.length > 0) lines.push("", "errors:", ...s.errors.map((e) => `  ${e}`));
-  if (s.warnings.length > 0) lines.push("", "warnings:", ...s.warnings.map((w) => `  ${w}`));
+  if (s.problems.length > 0) {
+    lines.push("", `problems (${s.problems.length}):`, ...s.problems.map((p) => `  ${p}`));
+  } else lines.push("", "no problems");
   return lines;
 }
 
 /** The comparable identity of a message: what was said, not when or with which addresses. */
 function signature(m: MessageRecord): string {
-  return `${m.channel} ${m.from} ${m.name}${
-    m.kind === "reply" ? " reply" : ""
-  } fds=${m.fds.length}`;
+  return `${m.channel} ${m.from} ${m.name}${m.kind === "reply" ? " reply" : ""} fds=${
+    m.fds?.length ?? 0
+  }`;
 }
 
 /** Where two logs' conversations differ. */

@@ -93,7 +93,10 @@ Deno.test("CLI: log show renders a JSONL file and bad arguments are usage errors
     args: ["run", "-A", cli, "run", "--listen", "x"],
   }).output();
   assert.equal(bad.code, 2);
-  assert.match(new TextDecoder().decode(bad.stderr), /run needs --backend/);
+  assert.match(
+    new TextDecoder().decode(bad.stderr),
+    /run: --backend <path> is required \(see: vhost-user-proxy run --help\)/,
+  );
   const fault = await new Deno.Command(Deno.execPath(), {
     args: [
       "run",
