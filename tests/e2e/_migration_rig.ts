@@ -1,7 +1,7 @@
 /**
- * Shared rig for the migration end-to-end tests (and the downtime bench): one shared directory,
- * and any number of "sides", each a QEMU 10 with its own virtiofsd behind its own chain of
- * vhost-user-proxy processes (zero proxies = direct). A source side boots the guest; a
+ * Shared rig for the migration end-to-end tests (and the downtime bench and `tests/demo.ts`): one
+ * shared directory, and any number of "sides", each a QEMU 10 with its own virtiofsd behind its
+ * own chain of vhost-user-proxy processes (zero proxies = direct). A source side boots the guest; a
  * destination side starts with `-incoming defer`. Everything started through the rig is stopped
  * when the rig is disposed, in reverse order.
  *
