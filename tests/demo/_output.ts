@@ -130,6 +130,7 @@ export async function proxyCli(
     ].filter(Boolean).join(", ");
     if (omitted) console.log(`    … (${omitted})`);
     if (result.stderr.trim()) console.log(indent(result.stderr.trimEnd(), "    stderr: "));
+    if (result.code !== 0) console.log(`    (exit ${result.code})`);
   }
   return result;
 }

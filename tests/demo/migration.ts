@@ -229,7 +229,8 @@ export async function migrationDemo(ctx: DemoContext): Promise<void> {
   await waitTransferEnd(dst2.frontProxy, "LOAD");
   await waitCheck(dst2.frontProxy);
   const dst2Log = await snapshot(dst2.frontProxy.logPath);
-  const problems = await proxyCli(["log", "show", dst2Log, "--problems"], { codes: [0, 1] });
+  // Exit 1: problems were found (the log tools' contract).
+  const problems = await proxyCli(["log", "show", dst2Log, "--problems"], { codes: [1] });
   expect(
     /CHECK_DEVICE_STATE/.test(problems.stdout + problems.stderr),
     "`log show --problems` does not show the failed CHECK_DEVICE_STATE",
