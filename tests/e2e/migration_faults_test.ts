@@ -25,6 +25,7 @@ import {
   describeMigration,
   MigrationRig,
   type ProxyProcess,
+  runProxyCli,
   type Side,
   type SideSpec,
   START_HOLDER,
@@ -184,6 +185,24 @@ async function eventuallyExplains(c: FaultCase, src: Side, dst: Side): Promise<v
   console.log(`${c.on} fault ${c.fault}, explained:\n${text}`);
 }
 
+/**
+ * The log tools on a real proxy's log: a log with a failed step has problems (`log show
+ * --problems` prints them, `log summary` counts them, both exit 1); a clean one has none (exit
+ * 0). Printed, as the explanations are.
+ */
+async function logToolsSay(what: string, proxy: ProxyProcess, failed: boolean): Promise<void> {
+  const show = await runProxyCli(["log", "show", proxy.logPath, "--problems"]);
+  const summary = await runProxyCli(["log", "summary", proxy.logPath]);
+  const detail = `${what}:\n${show.stdout}${show.stderr}\n${summary.stdout}${summary.stderr}`;
+  assert.equal(show.code, failed ? 1 : 0, `log show --problems, ${detail}`);
+  assert.equal(summary.code, failed ? 1 : 0, `log summary, ${detail}`);
+  if (failed) {
+    assert.match(summary.stdout, /, [1-9]\d* problem\(s\)/, detail);
+    assert.notEqual(show.stdout.trim(), "", detail);
+  } else assert.match(summary.stdout, /\nno problems\n?$/, detail);
+  console.log(`${what}, log show --problems:\n${show.stdout || "(none)\n"}`);
+}
+
 /** File-name friendly label of a case. */
 function label(c: FaultCase): string {
   return `${c.on === "source" ? "s" : "d"}-${c.fault.replace(/[^a-z0-9]+/g, "-")}`;
@@ -212,6 +231,7 @@ Deno.test("faults: every broken transfer fails cleanly; a delayed one succeeds l
     try {
       await eventuallyShows(c, faultyProxy);
       await eventuallyExplains(c, src, dst);
+      await logToolsSay(`${c.on} fault ${c.fault}`, faultyProxy, true);
     } catch (error) {
       throw new Error(
         `${c.on} fault ${c.fault}: ${(error as Error).message}\n${await src
@@ -243,6 +263,9 @@ Deno.test("faults: every broken transfer fails cleanly; a delayed one succeeds l
     timeoutMs: 5_000,
     detail: () => explained,
   });
+  await logToolsSay("clean migration, destination", cleanDestination.frontProxy, false);
+  const cleanSummary = await runProxyCli(["log", "summary", cleanDestination.frontProxy.logPath]);
+  console.log(`clean migration, destination, log summary:\n${cleanSummary.stdout}`);
   const slow = await rig.migrate(delayed, await rig.startSide(destinationSpec("to-delayed")));
   assert.equal(
     slow.status,
