@@ -273,6 +273,24 @@ Deno.test("CLI: the drop-in reports the back-end's exit status and exits with it
   oneLine(r.stderr, /^vhost-user-proxy: the back-end "\/bin\/false" exited with code 1$/);
 });
 
+Deno.test("CLI: the drop-in reports a back-end killed by a signal", async () => {
+  const dir = Deno.makeTempDirSync();
+  // The back-end runs as `sh -c 'kill -KILL $$' --socket-path=<private>`: it dies of SIGKILL.
+  const killed = await cli(
+    "backend",
+    "--quiet",
+    "--backend-binary",
+    "/bin/sh",
+    "--",
+    `--socket-path=${dir}/vfs.sock`,
+    "-c",
+    "kill -KILL $$",
+  );
+  Deno.removeSync(dir, { recursive: true });
+  assert.equal(killed.code, 137);
+  oneLine(killed.stderr, /the back-end "\/bin\/sh" was killed by SIGKILL \(exit status 137\)$/);
+});
+
 Deno.test("CLI: log tools on a missing file, a directory, a junk line, an empty file: one line, exit 3", async () => {
   const dir = Deno.makeTempDirSync();
   Deno.writeTextFileSync(`${dir}/junk.jsonl`, '{"type":"message"}\n');
