@@ -567,9 +567,9 @@ async function backendCommand(args: string[]): Promise<number> {
   if (!binary) {
     throw new UsageError("--backend-binary <path of the real back-end> is required", "backend");
   }
-  const { engine, sink, close } = engineFrom(values, "backend");
+  const { engine, socketMode, sink, close } = engineFrom(values, "backend");
   try {
-    return await runBackendWrapper(theirs, { binary, engine, onRecord: sink });
+    return await runBackendWrapper(theirs, { binary, engine, socketMode, onRecord: sink });
   } catch (e) {
     if (e instanceof TypeError) throw new UsageError(e.message, "backend");
     throw e;

@@ -71,6 +71,8 @@ export interface WrapperOptions {
   binary: string;
   /** Engine settings; `listen` and `backend` are filled in by the wrapper. */
   engine: Omit<EngineConfig, "listen" | "backend">;
+  /** Mode of the socket made for `--socket-path` (an inherited `--fd` keeps its own). */
+  socketMode?: number;
   onRecord: (r: LogRecord) => void;
 }
 
@@ -84,6 +86,14 @@ export async function runBackendWrapper(
   if (split.listen === undefined) {
     console.error("vhost-user-proxy: the back-end needs --socket-path=PATH or --fd=N");
     return 1;
+  }
+  const listen = "path" in split.listen
+    ? { path: split.listen.path, ...(o.socketMode === undefined ? {} : { mode: o.socketMode }) }
+    : split.listen;
+  if ("fd" in listen && o.socketMode !== undefined && o.socketMode !== 0o600) {
+    console.error(
+      "vhost-user-proxy: backend: warning: --socket-mode does nothing with an inherited --fd",
+    );
   }
   const dir = Deno.makeTempDirSync({ prefix: "vhost-user-proxy-" });
   const privateSocket = `${dir}/backend.sock`;
@@ -113,7 +123,7 @@ export async function runBackendWrapper(
   let proxy;
   try {
     proxy = await startProxy(
-      { ...o.engine, listen: split.listen, backend: privateSocket },
+      { ...o.engine, listen, backend: privateSocket },
       o.onRecord,
     );
   } catch (e) {

@@ -6,6 +6,7 @@
 
 import { createHash } from "node:crypto";
 import { summarizeBlob } from "./device_state.ts";
+import { ioCause } from "./log_tools.ts";
 
 /** Prints a summary of the blob at `path`; returns the exit code. */
 export function stateShow(path: string, options: { json?: boolean } = {}): number {
@@ -13,7 +14,7 @@ export function stateShow(path: string, options: { json?: boolean } = {}): numbe
   try {
     blob = Deno.readFileSync(path);
   } catch (e) {
-    console.error(`vhost-user-proxy: cannot read "${path}": ${e instanceof Error ? e.message : e}`);
+    console.error(`vhost-user-proxy: state show: cannot read "${path}": ${ioCause(e)}`);
     return 1;
   }
   const summary = summarizeBlob(blob) ?? { format: "unknown" };

@@ -291,6 +291,50 @@ Deno.test("CLI: the drop-in reports a back-end killed by a signal", async () => 
   oneLine(killed.stderr, /the back-end "\/bin\/sh" was killed by SIGKILL \(exit status 137\)$/);
 });
 
+Deno.test("CLI: the drop-in gives its --socket-path the --socket-mode asked for", async () => {
+  const dir = Deno.makeTempDirSync();
+  const socket = `${dir}/vfs.sock`;
+  // A back-end that lives a second (`sh -c 'sleep 1' --socket-path=<private>`).
+  const running = cli(
+    "backend",
+    "--quiet",
+    "--socket-mode",
+    "0660",
+    "--backend-binary",
+    "/bin/sh",
+    "--",
+    `--socket-path=${socket}`,
+    "-c",
+    "sleep 1",
+  );
+  let mode: number | undefined;
+  for (let i = 0; i < 100 && mode === undefined; i++) {
+    try {
+      mode = Deno.lstatSync(socket).mode! & 0o777;
+    } catch {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+  const r = await running;
+  Deno.removeSync(dir, { recursive: true });
+  assert.equal(mode?.toString(8), "660");
+  assert.equal(r.code, 0, r.stderr);
+  oneLine(r.stderr, /the back-end "\/bin\/sh" exited with code 0$/);
+});
+
+Deno.test("CLI: state show on a missing file or a directory: one line with the path and the cause", async () => {
+  const missing = await cli("state", "show", "/nonexistent/blob.bin");
+  assert.equal(missing.code, 1);
+  oneLine(
+    missing.stderr,
+    /^vhost-user-proxy: state show: cannot read "\/nonexistent\/blob.bin": No such file or directory$/,
+  );
+  const dir = Deno.makeTempDirSync();
+  const isDir = await cli("state", "show", dir);
+  Deno.removeSync(dir);
+  oneLine(isDir.stderr, /: Is a directory$/);
+});
+
 Deno.test("CLI: log tools on a missing file, a directory, a junk line, an empty file: one line, exit 3", async () => {
   const dir = Deno.makeTempDirSync();
   Deno.writeTextFileSync(`${dir}/junk.jsonl`, '{"type":"message"}\n');
