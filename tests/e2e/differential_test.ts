@@ -47,6 +47,7 @@ import {
   deviceStateConversation,
   fuzzConversation,
   hostileRelayConversations,
+  layoutsConversation,
   newestSpecConversation,
   postcopyConversation,
 } from "../support/differential_corpus.ts";
@@ -205,12 +206,13 @@ Deno.test({
       fn: () => differential([newestSpecConversation()], direct, proxied),
     });
     await t.step({
-      name: "every request of the catalogue, and postcopy",
+      name: "every request of the catalogue, postcopy, negotiated layouts",
       ...NO_SANITIZERS,
       fn: () => {
         differential([catalogueConversation()], direct, proxied);
-        // The oracle does not model postcopy (a SET_MEM_TABLE answered, an 8-byte one sent).
-        differential([postcopyConversation()], direct, proxied, false);
+        // The oracle does not model postcopy (a SET_MEM_TABLE answered, an 8-byte one sent)
+        // nor the layouts that F_XEN_MMAP changes.
+        differential([postcopyConversation(), layoutsConversation()], direct, proxied, false);
       },
     });
     await t.step({

@@ -87,6 +87,8 @@ export interface SendStep {
   fds?: FdSpec[];
   /** Send the first `split` bytes (with the fds), pause, then the rest (legal framing). */
   split?: number;
+  /** With `split`: the fds ride on the second segment (§1.2 says peers must not). */
+  lateFds?: boolean;
 }
 
 /** The responder on `answer`'s socket replies to the oldest received request `code`. */
@@ -250,13 +252,22 @@ export function receive(peer: ScriptedPeer, timeoutMs = RECV_TIMEOUT_MS): Receiv
   }
 }
 
-/** Writes bytes with raw fds on the first segment (optionally split); false if the peer is gone. */
-function sendBytes(peer: ScriptedPeer, bytes: Uint8Array, fds: number[], split?: number): boolean {
+/**
+ * Writes bytes with raw fds on the first segment (optionally split, the fds then optionally on
+ * the second); false if the peer is gone.
+ */
+function sendBytes(
+  peer: ScriptedPeer,
+  bytes: Uint8Array,
+  fds: number[],
+  split?: number,
+  lateFds = false,
+): boolean {
   try {
     if (split !== undefined && split > 0 && split < bytes.length) {
-      peer.sendRaw(bytes.subarray(0, split), fds);
+      peer.sendRaw(bytes.subarray(0, split), lateFds ? [] : fds);
       sleepSync(2); // a separate segment for the receiver's recvmsg
-      peer.sendRaw(bytes.subarray(split));
+      peer.sendRaw(bytes.subarray(split), lateFds ? fds : []);
     } else {
       peer.sendRaw(bytes, fds);
     }
@@ -497,7 +508,7 @@ export function play(conversation: Conversation, link: Link): Recording {
       }
 
       let by: PeerName, request: number, flags: number, payload: Uint8Array;
-      let specs: FdSpec[] = [], split: number | undefined;
+      let specs: FdSpec[] = [], split: number | undefined, lateFds = false;
       if ("answer" in s) {
         by = s.answer;
         const channel = CHANNEL_OF[by];
@@ -516,6 +527,7 @@ export function play(conversation: Conversation, link: Link): Recording {
         payload = s.payload ?? new Uint8Array(0);
         specs = s.fds ?? [];
         split = s.split;
+        lateFds = s.lateFds ?? false;
       }
       const from = peers[by];
       const to = OPPOSITE[by];
@@ -526,7 +538,8 @@ export function play(conversation: Conversation, link: Link): Recording {
       }
       const fds = makeFds(specs, by);
       const sentIds = new Set(fds.map((f) => inspectFd(f.fd).identity));
-      const ok = sendBytes(from, frameBytes(request, flags, payload), fds.map((f) => f.fd), split);
+      const bytes = frameBytes(request, flags, payload);
+      const ok = sendBytes(from, bytes, fds.map((f) => f.fd), split, lateFds);
       closeAll(fds); // the kernel holds its own references now
       if (!ok) {
         stop(step, by, "send failed: the other side hung up");
