@@ -443,6 +443,12 @@ export function summarizeLog(
         out.sessionEnds.push({ session: r.session, reason: r.reason, closedBy: r.closedBy });
         break;
       case "message": {
+        // A request the proxy held (CHECK_DEVICE_STATE during a copy) is logged again when it is
+        // released: the same message, counted once.
+        if (r.kind === "request" && /^released after/.test(r.action ?? "")) {
+          if (problem !== undefined) out.messageWarnings.push(problem);
+          break;
+        }
         out.messages++;
         out.fds += r.fds?.length ?? 0;
         const key = r.channel === "main" ? r.name : `${r.name} [backend-ch]`;

@@ -115,3 +115,18 @@ Deno.test("CLI: log show renders a JSONL file and bad arguments are usage errors
   assert.match(new TextDecoder().decode(fault.stderr), /state-truncate:abc/);
   Deno.removeSync(dir, { recursive: true });
 });
+
+Deno.test("log summary counts a request the proxy held and released once", () => {
+  // As device_state.ts logs a CHECK_DEVICE_STATE that arrives during the copy (recorded from a
+  // real destination proxy, 2026-12-03): the request held, the same request released, the reply.
+  const held: LogRecord[] = [
+    msg("CHECK_DEVICE_STATE", "request", {
+      action: "held: waiting for the LOAD copy to end (0 bytes so far)",
+    }),
+    msg("CHECK_DEVICE_STATE", "request", { action: "released after the state copy finished" }),
+    msg("CHECK_DEVICE_STATE", "reply", { latencyUs: 1200 }),
+  ];
+  const s = summarizeLog(held);
+  const c = s.byName.find((r) => r.name === "CHECK_DEVICE_STATE")!;
+  assert.deepEqual([c.requests, c.replies, s.messages], [1, 1, 2]);
+});
