@@ -18,6 +18,8 @@ import {
 import { fanOut, humanSink, jsonLinesSink, type Sink } from "./proxy/log_sink.ts";
 import { listenForStopSignals, type RunningProxy, startProxy } from "./proxy/server.ts";
 import { checkListenPath } from "./ffi/socket.ts";
+import { type ControlServer, parseControlRequest, serveControl } from "./proxy/control.ts";
+import { ctlCommand } from "./proxy/ctl_command.ts";
 import { parseFaults } from "./proxy/faults.ts";
 import { stateShow } from "./proxy/state_show.ts";
 import { runBackendWrapper } from "./proxy/backend_wrapper.ts";
@@ -498,7 +500,12 @@ async function runCommand(args: string[]): Promise<number> {
     args,
     strict: true,
     allowPositionals: true,
-    options: { listen: { type: "string" }, backend: { type: "string" }, ...ENGINE_OPTIONS },
+    options: {
+      listen: { type: "string" },
+      backend: { type: "string" },
+      control: { type: "string" },
+      ...ENGINE_OPTIONS,
+    },
   });
   if (positionals.length > 0) {
     throw new UsageError(`unexpected argument "${positionals[0]}"`, "run");
@@ -523,8 +530,10 @@ async function runCommand(args: string[]): Promise<number> {
     ...engine,
     listen: { path: values.listen, mode: socketMode },
     backend: values.backend,
+    ...(values.control ? { restartable: true } : {}),
   };
   let proxy: RunningProxy | undefined;
+  let control: ControlServer | undefined;
   let signalled = false;
   const unlisten = listenForStopSignals(() => {
     signalled = true;
@@ -537,13 +546,41 @@ async function runCommand(args: string[]): Promise<number> {
       console.error(`vhost-user-proxy: run: ${e instanceof Error ? e.message : e}`);
       return 1;
     }
+    if (values.control) {
+      try {
+        control = serveRunControl(values.control, proxy);
+      } catch (e) {
+        await proxy.stop("the control socket could not be created");
+        throw new Failure(
+          `run: cannot create the control socket "${values.control}": ${
+            e instanceof Error ? e.message : e
+          }`,
+        );
+      }
+    }
     if (signalled) proxy.stop("signal received");
     await proxy.finished;
     return 0;
   } finally {
+    control?.close();
     unlisten();
     close();
   }
+}
+
+/** The control socket of `run`: requests go to the relay's thread as they are. */
+function serveRunControl(path: string, proxy: RunningProxy): ControlServer {
+  return serveControl(path, (raw) => {
+    const request = parseControlRequest(raw);
+    if (typeof request === "string") return Promise.resolve({ ok: false, error: request });
+    if ("binary" in raw && raw.binary !== undefined) {
+      return Promise.resolve({
+        ok: false,
+        error: "--binary is for the drop-in (backend) mode; in run mode give --backend <socket>",
+      });
+    }
+    return proxy.control(request);
+  });
 }
 
 /** `backend --backend-binary B [options] -- <back-end's own arguments>`: the drop-in mode. */
@@ -883,6 +920,8 @@ export async function main(args: string[]): Promise<number> {
         return stateCommand(rest);
       case "log":
         return await logCommand(rest);
+      case "ctl":
+        return await ctlCommand(rest);
       case "--version":
       case "-V":
       case "version":

@@ -16,6 +16,7 @@ import type { DeviceStateHooks } from "./device_state_hooks.ts";
 import type { LogRecord } from "./log_record.ts";
 import { timestamp } from "./log_record.ts";
 import { Session } from "./session.ts";
+import { restartBackend, restartBlocker } from "./backend_restart.ts";
 
 /** Everything the engine needs to run; plain data so it can cross into a Worker. */
 export interface EngineConfig {
@@ -32,7 +33,22 @@ export interface EngineConfig {
   deviceState: DeviceStateConfig;
   /** Number of the first session (default 1): a run appending to a log continues its numbering. */
   firstSession?: number;
+  /**
+   * Keep each session's model (its set-up, with fd dups) so that `restart-backend` can replay
+   * it to a new back-end: on with `--control`.
+   */
+  restartable?: boolean;
 }
+
+/** A control request (`vhost-user-proxy ctl`), as JSON. */
+export type ControlRequest =
+  | { cmd: "status" }
+  | {
+    cmd: "restart-backend";
+    session?: number;
+    /** The new back-end's socket (default: the proxy's --backend). */
+    backend?: string;
+  };
 
 /** Device-state behaviour selected on the command line. */
 export interface DeviceStateConfig {
@@ -73,6 +89,8 @@ export class Engine {
   #stopped = false;
   /** The listening socket file's identity, to recognise a back-end path that leads back to it. */
   #listenIdentity: { dev: number; ino: number } | undefined;
+  /** Sessions whose back-end was restarted onto another socket. */
+  readonly #backendOf = new WeakMap<Session, string>();
 
   constructor(
     config: EngineConfig,
@@ -138,6 +156,7 @@ export class Engine {
             ? (s) => this.#deviceState!(s, this.config.deviceState)
             : undefined,
           isOwnListener: (path) => this.#isOwnListener(path),
+          keepModel: this.config.restartable ?? false,
         },
         this.reactor,
         this.#emit,
@@ -146,6 +165,62 @@ export class Engine {
       );
       if (!session.ended) this.sessions.add(session);
     }
+  }
+
+  /** Answers a control request (status, restart-backend); runs on the relay's thread. */
+  control(request: ControlRequest): Record<string, unknown> {
+    switch (request.cmd) {
+      case "status":
+        return { ok: true, ...this.status() };
+      case "restart-backend": {
+        const live = [...this.sessions].filter((s) => !s.ended);
+        let session: Session | undefined;
+        if (request.session !== undefined) {
+          session = live.find((s) => s.id === request.session);
+          if (!session) return { ok: false, error: `there is no live session ${request.session}` };
+        } else if (live.length === 1) session = live[0];
+        else {
+          return {
+            ok: false,
+            error: live.length === 0
+              ? "there is no live session"
+              : `${live.length} live sessions (${
+                live.map((s) => s.id).join(", ")
+              }): say --session N`,
+          };
+        }
+        const backend = request.backend ?? this.config.backend;
+        const r = restartBackend(session, {
+          backend,
+          allowStateless: this.config.deviceState.mode === "emulate",
+        });
+        if (r.ok) this.#backendOf.set(session, backend);
+        return { ...r };
+      }
+      default:
+        return { ok: false, error: `unknown control command ${JSON.stringify(request)}` };
+    }
+  }
+
+  /** Sessions with what they negotiated, their rings and restarts (`ctl status`). */
+  status(): Record<string, unknown> {
+    return {
+      pid: Deno.pid,
+      listen: "path" in this.config.listen
+        ? this.config.listen.path
+        : `fd ${this.config.listen.fd}`,
+      restartable: this.config.restartable ?? false,
+      sessions: [...this.sessions].filter((s) => !s.ended).map((s) => ({
+        session: s.id,
+        backend: this.#backendOf.get(s) ?? this.config.backend,
+        connected: s.back !== undefined,
+        ...(s.model
+          ? s.model.snapshot(
+            restartBlocker(s, this.config.deviceState.mode === "emulate"),
+          )
+          : {}),
+      })),
+    };
   }
 
   /** Whether `path` is (a link to) this engine's own listening socket: relaying there loops. */

@@ -12,7 +12,13 @@
 
 /// <reference lib="deno.worker" />
 
-import { DEFAULT_HASH_BACKLOG_MIB, Engine, type EngineConfig, WakeUp } from "./engine.ts";
+import {
+  type ControlRequest,
+  DEFAULT_HASH_BACKLOG_MIB,
+  Engine,
+  type EngineConfig,
+  WakeUp,
+} from "./engine.ts";
 import type { LogRecord } from "./log_record.ts";
 import { deviceStateHooksWith, type DeviceStateShared } from "./device_state.ts";
 import { TrailingHasher } from "./stream_hash.ts";
@@ -31,14 +37,16 @@ export type EngineCommand =
     /** [records posted, records written]: the main thread counts what it has written. */
     progress: SharedArrayBuffer;
   }
-  | { type: "stop"; reason?: string };
+  | { type: "stop"; reason?: string }
+  | { type: "control"; id: number; request: ControlRequest };
 
 /** Events the worker sends back. */
 export type EngineEvent =
   | { type: "started" }
   | { type: "failed"; error: string }
   | { type: "records"; records: LogRecord[] }
-  | { type: "stopped" };
+  | { type: "stopped" }
+  | { type: "control-result"; id: number; response: Record<string, unknown> };
 
 const inbox: EngineCommand[] = [];
 let notify: (() => void) | undefined;
@@ -122,6 +130,19 @@ async function main(): Promise<void> {
       if (cmd.type === "stop") {
         engine.stop(cmd.reason);
         stopping = true;
+      } else if (cmd.type === "control") {
+        let response: Record<string, unknown>;
+        try {
+          response = engine.control(cmd.request);
+        } catch (e) {
+          response = { ok: false, error: `internal error: ${e instanceof Error ? e.message : e}` };
+        }
+        if (batch.length > 0) {
+          Atomics.add(progress, 0, batch.length);
+          post({ type: "records", records: batch });
+          batch = [];
+        }
+        post({ type: "control-result", id: cmd.id, response });
       }
     }
   }

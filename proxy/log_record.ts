@@ -196,6 +196,38 @@ export interface ProxyRecord {
   pid?: number;
 }
 
+/** One step of a back-end restart (`ctl restart-backend`), with how long it took. */
+export interface RestartStepRecord {
+  type: "restart";
+  event: "step";
+  ts: string;
+  session: number;
+  /** connect, negotiate, memory table, stop old rings, save, load, start new rings, status, swap. */
+  step: string;
+  ms: number;
+  ok: boolean;
+  detail?: string;
+}
+
+/** A back-end restart ended: the pause the guest saw, or the step that failed and the rollback. */
+export interface RestartRecord {
+  type: "restart";
+  event: "done";
+  ts: string;
+  session: number;
+  ok: boolean;
+  backend: string;
+  /** The back-end's state was carried over (SAVE from the old, LOAD into the new). */
+  withState: boolean;
+  /** From stopping the old back-end's rings to the new one's started. */
+  pauseMs: number;
+  totalMs: number;
+  stateBytes?: number;
+  failedStep?: string;
+  error?: string;
+  rolledBack?: string;
+}
+
 /** Anything the proxy logs. */
 export type LogRecord =
   | MessageRecord
@@ -203,7 +235,9 @@ export type LogRecord =
   | SessionEndRecord
   | ProblemRecord
   | DeviceStateRecord
-  | ProxyRecord;
+  | ProxyRecord
+  | RestartStepRecord
+  | RestartRecord;
 
 /** Current time as the records carry it. */
 export function timestamp(): string {

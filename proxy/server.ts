@@ -6,7 +6,7 @@
  */
 
 import { createEventFd, signalEventFd } from "../ffi/poll.ts";
-import type { EngineConfig } from "./engine.ts";
+import type { ControlRequest, EngineConfig } from "./engine.ts";
 import type { EngineCommand, EngineEvent } from "./engine_worker.ts";
 import type { LogRecord } from "./log_record.ts";
 
@@ -16,6 +16,8 @@ export interface RunningProxy {
   stop(reason?: string): Promise<void>;
   /** Settles when the engine has stopped. */
   readonly finished: Promise<void>;
+  /** Runs a control request (status, restart-backend) on the relay's thread. */
+  control(request: ControlRequest): Promise<Record<string, unknown>>;
 }
 
 /**
@@ -44,9 +46,13 @@ export async function startProxy(
   let finishedResolve!: () => void;
   const finished = new Promise<void>((res) => (finishedResolve = res));
   let done = false;
+  let nextControl = 1;
+  const controls = new Map<number, (r: Record<string, unknown>) => void>();
   const finish = () => {
     if (done) return;
     done = true;
+    for (const answer of controls.values()) answer({ ok: false, error: "the proxy stopped" });
+    controls.clear();
     worker.terminate();
     wake.close();
     finishedResolve();
@@ -68,6 +74,10 @@ export async function startProxy(
         break;
       case "stopped":
         finish();
+        break;
+      case "control-result":
+        controls.get(ev.id)?.(ev.response);
+        controls.delete(ev.id);
         break;
     }
   };
@@ -91,6 +101,13 @@ export async function startProxy(
     stop: async (reason?: string) => {
       if (!done) send({ type: "stop", reason });
       await finished;
+    },
+    control: (request) => {
+      if (done) return Promise.resolve({ ok: false, error: "the proxy stopped" });
+      const id = nextControl++;
+      const answer = new Promise<Record<string, unknown>>((res) => controls.set(id, res));
+      send({ type: "control", id, request });
+      return answer;
     },
   };
 }

@@ -42,6 +42,7 @@ import type {
 import { timestamp } from "./log_record.ts";
 import { MAX_PAYLOAD_SIZE } from "./protocol_errors.ts";
 import { payloadU64, withPayloadU64 } from "./u64_payload.ts";
+import { SessionModel } from "./session_model.ts";
 import type { DeviceStateHooks, Verdict } from "./device_state_hooks.ts";
 
 /** How a session behaves. */
@@ -59,6 +60,11 @@ export interface SessionOptions {
   logMessages: boolean;
   /** Device-state handling (relay / emulate / off), made per session. */
   deviceState?: (session: Session) => DeviceStateHooks | undefined;
+  /**
+   * Keep a {@linkcode SessionModel} (frames and fd dups of the set-up) so that the back-end can
+   * be restarted; off by default, as it costs a dup and a close per fd-carrying request.
+   */
+  keepModel?: boolean;
   /** Whether a path is the proxy's own listening socket (connecting there would loop). */
   isOwnListener?: (path: string) => boolean;
 }
@@ -150,6 +156,8 @@ export class Session implements EndpointOwner {
   /** While device-state hooks run: records of the answers they inject, logged afterwards. */
   #deferInjected: [Endpoint, PendingRecord][] | undefined;
   readonly deviceState: DeviceStateHooks | undefined;
+  /** What was negotiated and set up with the back-end (with `keepModel`). */
+  readonly model: SessionModel | undefined;
 
   constructor(
     front: OwnedFd,
@@ -167,6 +175,7 @@ export class Session implements EndpointOwner {
     this.front = new Endpoint(front, "main", "front-end", this, MAX_PAYLOAD_SIZE);
     reactor.add(this.front);
     this.deviceState = options.deviceState?.(this);
+    this.model = options.keepModel ? new SessionModel(options.backDialect) : undefined;
     emit({
       type: "session-start",
       ts: timestamp(),
@@ -506,6 +515,12 @@ export class Session implements EndpointOwner {
     const expectsReply = !isReply && replyExpected(message, view);
     record.fds ??= this.options.logMessages ? fds.map((f) => ({ kind: fdKind(f.fd) })) : [];
     const fdCount = fds.length;
+    if (this.model !== undefined && to.kind === "main") {
+      if (!isReply && to === this.back) this.model.sent(message, bytes, fds);
+      else if (isReply && from === this.back) {
+        this.model.replied(message, bytes.subarray(HEADER_SIZE));
+      }
+    }
     try {
       to.channel.send(bytes, fds);
     } catch (e) {
@@ -629,6 +644,42 @@ export class Session implements EndpointOwner {
     this.reactor.add(this.frontBackendChannel);
     this.reactor.add(this.backBackendChannel);
     return theirs;
+  }
+
+  /** Requests still owed a reply on the main channel, by name. */
+  owedReplies(): string[] {
+    return this.#pending.main.filter((p) => !p.optional).map((p) => p.name);
+  }
+
+  /**
+   * Puts a new back-end in place of the old one (a restart): `socket` is its main socket, set up
+   * already; `backendChannel` the proxy's end of its new back-end channel. QEMU's end of the
+   * back-end channel stays; the old back-end's sockets are closed, which lets it go.
+   */
+  swapBackend(socket: OwnedFd, backendChannel: OwnedFd | undefined): void {
+    const old = this.back;
+    const next = new Endpoint(socket, "main", "back-end", this, MAX_PAYLOAD_SIZE);
+    next.target = this.front;
+    this.front.target = next;
+    this.back = next;
+    this.reactor.add(next);
+    if (old !== undefined) {
+      this.reactor.remove(old);
+      shutdownSocket(old.channel.socket);
+      old.channel.close();
+    }
+    if (this.backBackendChannel !== undefined) {
+      this.reactor.remove(this.backBackendChannel);
+      this.backBackendChannel.channel.close();
+      this.backBackendChannel = undefined;
+    }
+    if (backendChannel !== undefined && this.frontBackendChannel !== undefined) {
+      const ep = new Endpoint(backendChannel, "backend", "back-end", this, MAX_PAYLOAD_SIZE);
+      ep.target = this.frontBackendChannel;
+      this.frontBackendChannel.target = ep;
+      this.backBackendChannel = ep;
+      this.reactor.add(ep);
+    } else backendChannel?.close();
   }
 
   #closeBackendChannel(): void {
@@ -799,6 +850,7 @@ export class Session implements EndpointOwner {
       this.emit({ type: "error", ts: timestamp(), session: this.id, message: reason });
     }
     this.deviceState?.close();
+    this.model?.close();
     for (const ep of [this.front, this.back]) {
       if (ep === undefined) continue;
       this.reactor.remove(ep);

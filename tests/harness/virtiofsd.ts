@@ -43,6 +43,8 @@ export interface RustVirtiofsdOptions extends VirtiofsdOptions {
   migration?: VirtiofsdMigration | false;
   /** `--log-level`; default `info`. */
   logLevel?: "error" | "warn" | "info" | "debug" | "trace" | "off";
+  /** Another copy of the binary (an upgrade); default the installed peer. */
+  binary?: string;
 }
 
 /** A running virtiofsd. Disposing it stops it. */
@@ -95,7 +97,7 @@ export class Virtiofsd implements AsyncDisposable {
  * ```
  */
 export async function startVirtiofsd(options: RustVirtiofsdOptions): Promise<Virtiofsd> {
-  const { virtiofsd } = await requirePeers("virtiofsd");
+  const virtiofsd = options.binary ?? (await requirePeers("virtiofsd")).virtiofsd;
   const args = [
     `--socket-path=${options.socketPath}`,
     `--shared-dir=${options.sharedDir}`,
