@@ -624,14 +624,14 @@ function stateCommand(args: string[]): number {
       "state",
     );
   }
-  const { values, positionals } = parse("state", {
+  const { values, positionals } = parse("state show", {
     args: rest,
     strict: true,
     allowPositionals: true,
     options: { json: { type: "boolean", default: false } },
   });
   if (positionals.length !== 1) {
-    throw new UsageError("state show needs exactly one <file>", "state");
+    throw new UsageError("exactly one <file> is required", "state show");
   }
   return stateShow(positionals[0], { json: values.json });
 }

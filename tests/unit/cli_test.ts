@@ -116,7 +116,12 @@ Deno.test("CLI: a usage error is one line on stderr with a pointer to the right 
   await usageError(["log", "grep", "x"], "log", /unknown log tool "grep"/);
   await usageError(["log", "show"], "log show", /<file.jsonl> is required/);
   await usageError(["log", "show", "x", "--session-a", "1"], "log show", /'--session-a'/);
-  await usageError(["state", "show"], "state", /exactly one <file>/);
+  await usageError(
+    ["state", "show"],
+    "state show",
+    /^vhost-user-proxy: state show: exactly one <file>/,
+  );
+  await usageError(["state", "shew", "x"], "state", /unknown state subcommand "shew"/);
 });
 
 Deno.test("CLI: strict values: --socket-mode is an octal mode, integers are digits", async () => {
