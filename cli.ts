@@ -592,7 +592,11 @@ async function backendCommand(args: string[]): Promise<number> {
     args: ours,
     strict: true,
     allowPositionals: true,
-    options: { "backend-binary": { type: "string" }, ...ENGINE_OPTIONS },
+    options: {
+      "backend-binary": { type: "string" },
+      control: { type: "string" },
+      ...ENGINE_OPTIONS,
+    },
   });
   if (positionals.length > 0) {
     throw new UsageError(
@@ -606,7 +610,13 @@ async function backendCommand(args: string[]): Promise<number> {
   }
   const { engine, socketMode, sink, close } = engineFrom(values, "backend");
   try {
-    return await runBackendWrapper(theirs, { binary, engine, socketMode, onRecord: sink });
+    return await runBackendWrapper(theirs, {
+      binary,
+      engine: values.control ? { ...engine, restartable: true } : engine,
+      socketMode,
+      onRecord: sink,
+      ...(values.control ? { control: values.control } : {}),
+    });
   } catch (e) {
     if (e instanceof TypeError) throw new UsageError(e.message, "backend");
     throw e;

@@ -18,6 +18,7 @@ import type { EngineConfig } from "./engine.ts";
 import type { LogRecord } from "./log_record.ts";
 import { ioCause } from "./log_tools.ts";
 import { listenForStopSignals, startProxy } from "./server.ts";
+import { type ControlServer, parseControlRequest, serveControl } from "./control.ts";
 
 /** What the wrapper took from the back-end's command line. */
 export interface SplitArgs {
@@ -74,7 +75,22 @@ export interface WrapperOptions {
   /** Mode of the socket made for `--socket-path` (an inherited `--fd` keeps its own). */
   socketMode?: number;
   onRecord: (r: LogRecord) => void;
+  /**
+   * A control socket (`ctl`): `restart-backend` starts a new back-end process itself (the same
+   * program, or `binary` from the request) on a new private socket and swaps it in.
+   */
+  control?: string;
 }
+
+/** A back-end process the wrapper started, on its private socket. */
+interface BackendProcess {
+  binary: string;
+  socket: string;
+  child: Deno.ChildProcess;
+}
+
+/** How long a new back-end may take to create its socket. */
+const BACKEND_START_MS = 10_000;
 
 /** Runs the real back-end behind the proxy; resolves to the exit code to use. */
 export async function runBackendWrapper(
@@ -97,25 +113,32 @@ export async function runBackendWrapper(
   }
   const dir = Deno.makeTempDirSync({ prefix: "vhost-user-proxy-" });
   const privateSocket = `${dir}/backend.sock`;
-  let child: Deno.ChildProcess;
-  try {
-    child = new Deno.Command(o.binary, {
-      args: [...split.rest, `--socket-path=${privateSocket}`],
+  let generation = 0;
+  const spawnBackend = (binary: string, socket: string): BackendProcess => ({
+    binary,
+    socket,
+    child: new Deno.Command(binary, {
+      args: [...split.rest, `--socket-path=${socket}`],
       stdin: "null",
       stdout: "inherit",
       stderr: "inherit",
-    }).spawn();
+    }).spawn(),
+  });
+  let current: BackendProcess;
+  try {
+    current = spawnBackend(o.binary, privateSocket);
   } catch (e) {
     Deno.removeSync(dir, { recursive: true });
     console.error(`vhost-user-proxy: cannot start the back-end "${o.binary}": ${ioCause(e)}`);
     return 1;
   }
+  const child = current.child;
   // A signal ends the back-end; its exit then stops the proxy (below), in order.
   let signalled = false;
   const unlisten = listenForStopSignals(() => {
     signalled = true;
     try {
-      child.kill("SIGTERM");
+      current.child.kill("SIGTERM");
     } catch {
       // already gone
     }
@@ -134,13 +157,131 @@ export async function runBackendWrapper(
     Deno.removeSync(dir, { recursive: true });
     return 1;
   }
-  // The back-end ends the run: virtiofsd serves one connection and exits when QEMU leaves.
-  const status = await child.status;
+  let control: ControlServer | undefined;
+  if (o.control) {
+    const running = proxy;
+    try {
+      control = serveControl(o.control, async (raw) => {
+        const request = parseControlRequest(raw);
+        if (typeof request === "string") return { ok: false, error: request };
+        if (request.cmd === "status") {
+          const r = await running.control(request);
+          return { ...r, backendPid: current.child.pid, backendBinary: current.binary };
+        }
+        if (request.backend !== undefined) {
+          return {
+            ok: false,
+            error:
+              "the drop-in starts the new back-end itself: give --binary <prog>, not --backend",
+          };
+        }
+        const binary = typeof raw.binary === "string" ? raw.binary : current.binary;
+        const socket = `${dir}/backend-${++generation}.sock`;
+        let next: BackendProcess;
+        try {
+          next = spawnBackend(binary, socket);
+        } catch (e) {
+          return {
+            ok: false,
+            failedStep: "start",
+            error: `cannot start "${binary}": ${ioCause(e)}`,
+            rolledBack: "nothing was changed: the old back-end serves on",
+          };
+        }
+        const ready = await waitForSocket(socket, next.child, BACKEND_START_MS);
+        if (ready !== undefined) {
+          await stopProcess(next.child);
+          return {
+            ok: false,
+            failedStep: "start",
+            error: `the new back-end "${binary}" ${ready}`,
+            rolledBack: "nothing was changed: the old back-end serves on",
+          };
+        }
+        const r = await running.control({ ...request, backend: socket });
+        if (r.ok !== true) {
+          await stopProcess(next.child);
+          return {
+            ...r,
+            binary,
+            rolledBack: `${r.rolledBack ?? ""}; the new back-end was stopped`,
+          };
+        }
+        const old = current;
+        current = next;
+        // The old back-end exits once the proxy closed its connection; make sure it does.
+        void Promise.race([old.child.status, delay(5000)]).then((st) => {
+          if (st === undefined) void stopProcess(old.child);
+        });
+        return { ...r, binary, backendPid: next.child.pid };
+      });
+    } catch (e) {
+      console.error(
+        `vhost-user-proxy: backend: cannot create the control socket "${o.control}": ${ioCause(e)}`,
+      );
+      await proxy.stop("the control socket could not be created");
+      await stopProcess(child);
+      unlisten();
+      Deno.removeSync(dir, { recursive: true });
+      return 1;
+    }
+  }
+  // The back-end ends the run: virtiofsd serves one connection and exits when QEMU leaves. After
+  // a restart that is the new back-end; the old one's exit is expected.
+  let status: Deno.CommandStatus;
+  for (;;) {
+    const watched = current;
+    status = await watched.child.status;
+    if (watched === current) break;
+  }
+  control?.close();
   unlisten();
   await proxy.stop(signalled ? "signal received" : `the back-end ${exitText(status)}`);
   Deno.removeSync(dir, { recursive: true });
   if (!signalled) console.error(`vhost-user-proxy: the back-end "${o.binary}" ${exitText(status)}`);
   return signalled ? 0 : status.code;
+}
+
+/** Waits until `socket` exists; undefined when it does, else why not (the process exited…). */
+async function waitForSocket(
+  socket: string,
+  child: Deno.ChildProcess,
+  timeoutMs: number,
+): Promise<string | undefined> {
+  let exited: Deno.CommandStatus | undefined;
+  child.status.then((st) => (exited = st));
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (exited) return exitText(exited) + " before creating its socket";
+    try {
+      if (Deno.statSync(socket).isSocket) return undefined;
+    } catch {
+      // not yet
+    }
+    await delay(10);
+  }
+  return `did not create its socket within ${timeoutMs} ms`;
+}
+
+async function stopProcess(child: Deno.ChildProcess): Promise<void> {
+  try {
+    child.kill("SIGTERM");
+  } catch {
+    return; // gone
+  }
+  const st = await Promise.race([child.status, delay(3000)]);
+  if (st === undefined) {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // gone
+    }
+    await child.status;
+  }
+}
+
+function delay(ms: number): Promise<undefined> {
+  return new Promise((res) => setTimeout(() => res(undefined), ms));
 }
 
 /** How a process ended: `exited with code 1`, `was killed by SIGKILL`. */

@@ -8,7 +8,15 @@
  */
 
 import assert from "node:assert/strict";
-import { startVirtiofsd, type Virtiofsd, waitFor } from "../harness/mod.ts";
+import {
+  Child,
+  peerPath,
+  startVirtiofsd,
+  startVm,
+  TestDir,
+  type Virtiofsd,
+  waitFor,
+} from "../harness/mod.ts";
 import {
   holderRoundTrip,
   lineCount,
@@ -18,8 +26,11 @@ import {
   START_HOLDER,
   START_SEQUENCE_WRITER,
   STOP_SEQUENCE_WRITER,
+  TAG,
 } from "./_migration_rig.ts";
 import type { LogRecord, RestartRecord } from "../../proxy/log_record.ts";
+
+const ROOT = new URL("../..", import.meta.url).pathname;
 
 async function ctl(
   control: string,
@@ -138,4 +149,76 @@ Deno.test("restart-backend: virtiofsd restarted three times (once upgraded) unde
   assert.ok(done.every((d) => d.ok && d.withState && (d.stateBytes ?? 0) > 0));
   console.log(`pauses the guest saw: ${pauses.join(", ")} ms; writer ${stopped} lines`);
   for (const o of olds.slice(1)) await o.stop().catch(() => {});
+});
+
+Deno.test("restart-backend in drop-in mode: the proxy starts the new virtiofsd itself, then an upgraded one", async () => {
+  await using dir = await TestDir.create("restart-dropin");
+  const share = await dir.mkdir("share");
+  const socket = dir.join("fs.sock");
+  const control = dir.join("control.sock");
+  const log = dir.join("proxy.jsonl");
+  const wrapper = new Child({
+    name: "dropin",
+    cmd: `${ROOT}bin/vhost-user-proxy-virtiofsd`,
+    args: [
+      `--socket-path=${socket}`,
+      `--shared-dir=${share}`,
+      "--migration-mode=find-paths",
+      "--migration-on-error=abort",
+    ],
+    stdoutPath: dir.join("dropin.out"),
+    stderrPath: dir.join("dropin.err"),
+    env: {
+      VUP_BACKEND_BINARY: peerPath("virtiofsd"),
+      VUP_PROXY_ARGS: `--quiet --log ${log} --control ${control}`,
+    },
+  });
+  try {
+    await waitFor(async () => (await Deno.stat(control).catch(() => undefined))?.isSocket, {
+      timeoutMs: 30_000,
+      what: "the drop-in's control socket",
+      detail: () => wrapper.stderrText(),
+    });
+    await using vm = await startVm({
+      dir: dir.path,
+      name: "g",
+      fs: [{ socketPath: socket, tag: TAG }],
+    });
+    await vm.agent.check(START_HOLDER);
+    assert.equal(await vm.agent.check(holderRoundTrip("one")), "one\n");
+    const first = await ctl(control, ["status", "--json"]);
+    assert.equal(first.code, 0, first.stderr);
+    const pid0 = JSON.parse(first.stdout).backendPid as number;
+    assert.ok(pid0 > 0);
+
+    const same = await ctl(control, ["restart-backend"]);
+    assert.equal(same.code, 0, `${same.stdout}${same.stderr}`);
+    assert.match(same.stdout, /with its state .* the guest paused [\d.]+ ms/);
+    assert.equal(await vm.agent.check(holderRoundTrip("two")), "two\n");
+
+    const upgraded = await copiedVirtiofsd(dir.path);
+    const up = await ctl(control, ["restart-backend", "--binary", upgraded, "--json"]);
+    assert.equal(up.code, 0, `${up.stdout}${up.stderr}`);
+    const upJson = JSON.parse(up.stdout);
+    assert.equal(upJson.binary, upgraded);
+    assert.equal(await vm.agent.check(holderRoundTrip("three")), "three\n");
+    console.log(`drop-in restarts: ${same.stdout.trim()} | upgraded pause ${upJson.pauseMs} ms`);
+    // The first virtiofsd is gone; the wrapper lives on with the upgraded one.
+    await waitFor(async () => {
+      try {
+        await Deno.stat(`/proc/${pid0}`);
+        return undefined;
+      } catch {
+        return true;
+      }
+    }, { what: `virtiofsd ${pid0} to exit`, timeoutMs: 10_000 });
+    assert.equal(wrapper.status, undefined, "the drop-in still runs");
+    const bad = await ctl(control, ["restart-backend", "--binary", "/nonexistent/virtiofsd"]);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stdout, /failed at step "start".*nothing was changed/);
+    assert.equal(await vm.agent.check(holderRoundTrip("four")), "four\n");
+    assert.equal(await Deno.readTextFile(`${share}/held.txt`), "one\ntwo\nthree\nfour\n");
+  } finally {
+    await wrapper.stop();
+  }
 });
