@@ -60,6 +60,8 @@ Usage:
   vhost-user-proxy log diff <a.jsonl> <b.jsonl> [--json] where two conversations part ways
   vhost-user-proxy log explain <source.jsonl> [<destination.jsonl>] [--json]
                                                          why a migration failed
+  vhost-user-proxy ctl <control.sock> status|restart-backend [options]
+                                                         ask a proxy started with --control
   vhost-user-proxy --version
 
 Each subcommand has its own help: vhost-user-proxy <subcommand> --help
@@ -109,6 +111,8 @@ socket, exit 0.
                            a live one refused)
   --backend <path>         the back-end's listening socket; if it is not there yet the proxy
                            says so and retries for --connect-timeout ms on each connection
+  --control <path>         a control socket (JSON Lines, 0600) for vhost-user-proxy ctl:
+                           status, restart-backend (see: vhost-user-proxy ctl --help)
 ${ENGINE_HELP}
 
 ${EXIT_CODES}

@@ -70,7 +70,7 @@ const ENGINE_FLAGS = [
 
 Deno.test("CLI: every subcommand has --help (stdout, exit 0) naming its options; --version", async () => {
   const helps: [string[], string, string[]][] = [
-    [["run"], "run", ["--listen", "--backend", ...ENGINE_FLAGS]],
+    [["run"], "run", ["--listen", "--backend", "--control", ...ENGINE_FLAGS]],
     [["backend"], "backend", [
       "--backend-binary",
       ...ENGINE_FLAGS,
@@ -97,7 +97,7 @@ Deno.test("CLI: every subcommand has --help (stdout, exit 0) naming its options;
   }
   const top = await cli("--help");
   assert.equal(top.code, 0);
-  for (const sub of ["run", "backend", "state show", "log show", "log follow", "log diff"]) {
+  for (const sub of ["run", "backend", "state show", "log show", "log follow", "log diff", "ctl"]) {
     assert.ok(top.stdout.includes(`vhost-user-proxy ${sub}`), sub);
   }
   assert.match(top.stdout, /exit codes: 0 success, 1 runtime failure, 2 usage error/);
