@@ -92,6 +92,20 @@ export function formatRecord(r: LogRecord): string {
       return `${clock(r.ts)} proxy ${r.event}${r.listen ? ` on ${r.listen}` : ""}${
         r.backend ? ` → ${r.backend}` : ""
       }`;
+    case "restart":
+      if (r.event === "step") {
+        return `${clock(r.ts)} s${r.session} restart ${r.step} ${r.ok ? "ok" : "FAILED"} ${
+          num(r.ms)
+        } ms${r.detail ? ` (${r.detail})` : ""}`;
+      }
+      if (r.event === "done") {
+        return `${clock(r.ts)} s${r.session} restart ${
+          r.ok ? "done" : `FAILED${r.failedStep ? ` at ${r.failedStep}` : ""}`
+        } → ${r.backend}: pause ${num(r.pauseMs)} ms, total ${num(r.totalMs)} ms${
+          r.withState ? `, state ${r.stateBytes ?? "?"} bytes` : ", without state"
+        }${r.error ? `: ${r.error}` : ""}${r.rolledBack ? ` (rolled back: ${r.rolledBack})` : ""}`;
+      }
+      return JSON.stringify(r);
     default:
       return JSON.stringify(r);
   }

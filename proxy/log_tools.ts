@@ -25,6 +25,7 @@ const REQUIRED: Record<string, Record<string, string>> = {
   warning: { ts: "string", message: "string" },
   "device-state": { ts: "string", session: "number", event: "string" },
   proxy: { ts: "string", event: "string" },
+  restart: { ts: "string", session: "number", event: "string" },
 };
 
 /** Optional fields the tools iterate over, when present. */
@@ -40,7 +41,8 @@ function recordDefect(r: unknown): string | undefined {
   const o = r as Record<string, unknown>;
   if (typeof o.type !== "string") return 'not a log record: no "type"';
   const fields = REQUIRED[o.type];
-  if (fields === undefined) return `unknown record type "${o.type}"`;
+  // A type this version does not know (a newer proxy's) is kept and shown as it is.
+  if (fields === undefined) return typeof o.ts === "string" ? undefined : 'record without "ts"';
   const missing = Object.entries(fields).filter(([k, t]) => kindOf(o[k]) !== t).map(([k]) => k);
   if (missing.length > 0) {
     return `${o.type} record without ${missing.map((k) => `"${k}"`).join(", ")}`;
@@ -313,6 +315,18 @@ export function problemOf(r: LogRecord): string | undefined {
         } failed: result ${r.result}${
           r.backendResult !== undefined ? `, back-end said ${r.backendResult}` : ""
         }${r.reason ? `: ${r.reason}` : ""}`;
+      }
+      return undefined;
+    case "restart":
+      if (r.event === "step" && !r.ok) {
+        return `${where}error: back-end restart step ${r.step} failed${
+          r.detail ? `: ${r.detail}` : ""
+        }`;
+      }
+      if (r.event === "done" && !r.ok) {
+        return `${where}error: back-end restart failed${r.failedStep ? ` at ${r.failedStep}` : ""}${
+          r.error ? `: ${r.error}` : ""
+        }${r.rolledBack ? ` (rolled back: ${r.rolledBack})` : ""}`;
       }
       return undefined;
     default:

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import type { LogRecord, MessageRecord } from "../../proxy/log_record.ts";
-import { diffLogs, formatSummary, summarizeLog } from "../../proxy/log_tools.ts";
+import { diffLogs, formatSummary, parseLog, showLog, summarizeLog } from "../../proxy/log_tools.ts";
 
 function msg(
   name: string,
@@ -129,4 +129,50 @@ Deno.test("log summary counts a request the proxy held and released once", () =>
   const s = summarizeLog(held);
   const c = s.byName.find((r) => r.name === "CHECK_DEVICE_STATE")!;
   assert.deepEqual([c.requests, c.replies, s.messages], [1, 1, 2]);
+});
+
+Deno.test("log tools: a failed back-end restart is a problem; a record type from a newer proxy is kept", () => {
+  const records: LogRecord[] = [
+    ...run,
+    {
+      type: "restart",
+      event: "step",
+      ts: "2026-12-03T14:00:00.000Z",
+      session: 1,
+      step: "load",
+      ms: 1.25,
+      ok: false,
+      detail: "CHECK_DEVICE_STATE answered 1",
+    },
+    {
+      type: "restart",
+      event: "done",
+      ts: "2026-12-03T14:00:00.001Z",
+      session: 1,
+      ok: false,
+      backend: "/run/vfs-new.sock",
+      withState: true,
+      pauseMs: 2.5,
+      totalMs: 9,
+      failedStep: "load",
+      error: "CHECK_DEVICE_STATE answered 1",
+      rolledBack: "the old back-end serves on",
+    },
+  ];
+  const s = summarizeLog(records);
+  assert.deepEqual(s.problems, [
+    "s1: error: back-end restart step load failed: CHECK_DEVICE_STATE answered 1",
+    "s1: error: back-end restart failed at load: CHECK_DEVICE_STATE answered 1 " +
+    "(rolled back: the old back-end serves on)",
+  ]);
+  assert.deepEqual(showLog(records.slice(-2)), [
+    "14:00:00.000Z s1 restart load FAILED 1.3 ms (CHECK_DEVICE_STATE answered 1)",
+    "14:00:00.001Z s1 restart FAILED at load → /run/vfs-new.sock: pause 2.5 ms, total 9.0 ms, " +
+    "state ? bytes: CHECK_DEVICE_STATE answered 1 (rolled back: the old back-end serves on)",
+  ]);
+  const future = '{"type":"hologram","ts":"2027-01-01T00:00:00.000Z","session":1,"x":1}';
+  const parsed = parseLog(`${future}\n{"type":"message"}\n`);
+  assert.equal(parsed.records.length, 1, "a newer proxy's record type is kept");
+  assert.equal(showLog(parsed.records)[0], future);
+  assert.equal(parsed.problems.length, 1);
 });
