@@ -587,6 +587,9 @@ function serveRunControl(path: string, proxy: RunningProxy): ControlServer {
   });
 }
 
+/** How long QEMU is held for a new back-end after its back-end exited (`--restart-on-exit`). */
+const RESTART_HOLD_MS = 30_000;
+
 /** `backend --backend-binary B [options] -- <back-end's own arguments>`: the drop-in mode. */
 async function backendCommand(args: string[]): Promise<number> {
   const dash = args.indexOf("--");
@@ -599,6 +602,7 @@ async function backendCommand(args: string[]): Promise<number> {
     options: {
       "backend-binary": { type: "string" },
       control: { type: "string" },
+      "restart-on-exit": { type: "boolean", default: false },
       ...ENGINE_OPTIONS,
     },
   });
@@ -616,10 +620,17 @@ async function backendCommand(args: string[]): Promise<number> {
   try {
     return await runBackendWrapper(theirs, {
       binary,
-      engine: values.control ? { ...engine, restartable: true } : engine,
+      engine: values.control || values["restart-on-exit"]
+        ? {
+          ...engine,
+          restartable: true,
+          ...(values["restart-on-exit"] ? { holdOnBackendLossMs: RESTART_HOLD_MS } : {}),
+        }
+        : engine,
       socketMode,
       onRecord: sink,
       ...(values.control ? { control: values.control } : {}),
+      ...(values["restart-on-exit"] ? { restartOnExit: true } : {}),
     });
   } catch (e) {
     if (e instanceof TypeError) throw new UsageError(e.message, "backend");

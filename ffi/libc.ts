@@ -46,6 +46,7 @@ const symbols = {
   __errno_location: { parameters: [], result: "pointer" },
   open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
   flock: { parameters: ["i32", "i32"], result: "i32" },
+  munmap: { parameters: ["pointer", "usize"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The opened libc with typed symbols. */

@@ -67,3 +67,26 @@ export function viewOfMapping(address: number, bytes: number): Uint8Array {
   const pointer = Deno.UnsafePointer.create(BigInt(address))!;
   return new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(pointer, bytes));
 }
+
+const MAP_SHARED = 0x01;
+const PAGE = 4096;
+
+/**
+ * Reads a little-endian u16 at `offset` of the file behind `fd` (a guest memory region's memfd)
+ * through a one-page shared read-only mapping: how the proxy learns a ring's used index when
+ * the back-end that knew it is gone.
+ */
+export function readU16At(fd: number, offset: bigint): number {
+  const pageStart = offset & ~BigInt(PAGE - 1);
+  const within = Number(offset - pageStart);
+  const span = within + 2 > PAGE ? 2 * PAGE : PAGE;
+  const raw = libc.mmap(null, BigInt(span), PROT_READ, MAP_SHARED, fd, pageStart);
+  if (raw === null || Deno.UnsafePointer.value(raw) === 0xffffffffffffffffn) {
+    throw new SystemError("mmap", errno(), `fd ${fd} at offset ${pageStart}`);
+  }
+  try {
+    return new Deno.UnsafePointerView(raw).getUint16(within);
+  } finally {
+    libc.munmap(raw, BigInt(span));
+  }
+}

@@ -25,6 +25,7 @@ import { closeAll, type OwnedFd } from "../ffi/fd.ts";
 import { createPipe, readFd, writeFd } from "../ffi/pipe.ts";
 import { POLLIN, POLLOUT, PollSet, signalEventFd } from "../ffi/poll.ts";
 import { connectUnix, socketPair } from "../ffi/socket.ts";
+import { readU16At } from "../ffi/memory.ts";
 import { SystemError } from "../ffi/errors.ts";
 import { timestamp } from "./log_record.ts";
 import type { RestartRecord, RestartStepRecord } from "./log_record.ts";
@@ -195,6 +196,114 @@ export function restartBackend(session: Session, options: RestartOptions): Resta
     });
   }
   return finish(session, result, t0);
+}
+
+/**
+ * The back-end is gone (crashed, killed): connects the new one listening at `options.backend`
+ * and replays the negotiation without state (`--restart-on-exit`). Each ring starts at the used
+ * index the guest's memory holds, so requests the old back-end never completed are served again
+ * by the new one. Its state is lost: for virtio-fs the guest's file operations fail (EIO) until
+ * it remounts the share. If this fails too, the session ends: nothing is left to roll back to.
+ */
+export function reconnectBackend(session: Session, options: RestartOptions): RestartResult {
+  const t0 = performance.now();
+  const model = session.model;
+  const result: RestartResult = {
+    ok: false,
+    session: session.id,
+    backend: options.backend,
+    withState: false,
+    pauseMs: 0,
+    totalMs: 0,
+    steps: [],
+  };
+  if (model === undefined || session.ended) {
+    result.failedStep = "check";
+    result.error = model === undefined ? "the session model is not kept" : "the session has ended";
+    return finish(session, result, t0);
+  }
+  if (!session.backendLost) session.dropBackend("the back-end process exited");
+  const stepTimeoutMs = options.stepTimeoutMs ?? 5000;
+  const ack = model.hasProtocol("REPLY_ACK");
+  let current = "connect";
+  let fresh: OwnedFd | undefined;
+  let channelOurs: OwnedFd | undefined;
+  const step = <T>(name: string, fn: () => T): T => {
+    current = name;
+    const s = performance.now();
+    try {
+      const v = fn();
+      record(session, result, name, s, true);
+      return v;
+    } catch (e) {
+      record(session, result, name, s, false, describe(e));
+      throw e;
+    }
+  };
+  try {
+    const started = model.orderedRings().filter((r) => r.started);
+    step("ring bases from guest memory", () => {
+      if (model.hasVirtio("VIRTIO_F_RING_PACKED")) {
+        throw new LinkError("check", "packed rings: their position cannot be read back");
+      }
+      for (const r of started) r.base = usedIndex(model, r);
+    });
+    fresh = step("connect", () => connectWithin(options.backend, options.connectTimeoutMs ?? 3000));
+    const link = new SyncLink(fresh, { dialect: model.dialect, timeoutMs: stepTimeoutMs });
+    channelOurs = step("negotiate", () => negotiate(link, model, ack));
+    step("memory table", () => replayMemory(link, model, ack));
+    step("start new rings", () => startRings(link, model, started, ack));
+    const status = model.setup.get("SET_STATUS");
+    if (status) step("status", () => link.tell(status.bytes, status.fds, ack));
+    step("swap", () => {
+      session.swapBackend(fresh!, channelOurs);
+      fresh = undefined;
+      channelOurs = undefined;
+    });
+    result.ok = true;
+    model.restarts.push({
+      ts: timestamp(),
+      ok: true,
+      pauseMs: 0,
+      backend: options.backend,
+      withState: false,
+    });
+    session.emit({
+      type: "warning",
+      ts: timestamp(),
+      session: session.id,
+      message: "the back-end was replaced after it went away, WITHOUT its state: for virtio-fs " +
+        "the guest's file operations fail (EIO) until it remounts the share",
+    });
+  } catch (e) {
+    result.failedStep = current;
+    result.error = describe(e);
+    fresh?.close();
+    channelOurs?.close();
+    result.rolledBack = "nothing to roll back to (the old back-end is gone): the session ends";
+    finish(session, result, t0);
+    session.end(
+      `the back-end is gone and a new one could not be connected (${current}: ${result.error})`,
+      "back-end",
+      "error",
+    );
+    return result;
+  }
+  return finish(session, result, t0);
+}
+
+/** The used index of a split ring, read from the guest's memory through the proxy's fd dup. */
+function usedIndex(model: SessionModel, ring: RingModel): number {
+  const addr = ring.frames.SET_VRING_ADDR;
+  if (!addr) throw new LinkError("check", `ring ${ring.index} has no SET_VRING_ADDR`);
+  const used = new DataView(addr.bytes.buffer, addr.bytes.byteOffset + 12 + 16, 8)
+    .getBigUint64(0, true);
+  const region = model.regionOf(used);
+  if (!region) {
+    throw new LinkError("check", `ring ${ring.index}'s used ring is in no known memory region`);
+  }
+  // struct vring_used { le16 flags; le16 idx; … }
+  return readU16At(region.fd.fd, region.offset + 2n);
 }
 
 function finish(session: Session, result: RestartResult, t0: number): RestartResult {

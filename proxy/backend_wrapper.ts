@@ -30,7 +30,11 @@ export interface SplitArgs {
 
 /** Separates the socket options (the proxy's) from the back-end's own arguments. */
 export function splitBackendArgs(args: readonly string[]): SplitArgs {
-  const out: SplitArgs = { listen: undefined, printCapabilities: false, rest: [] };
+  const out: SplitArgs = {
+    listen: undefined,
+    printCapabilities: false,
+    rest: [],
+  };
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
     const [flag, inline] = a.startsWith("--") && a.includes("=")
@@ -80,6 +84,11 @@ export interface WrapperOptions {
    * program, or `binary` from the request) on a new private socket and swaps it in.
    */
   control?: string;
+  /**
+   * When the back-end exits while QEMU is connected, start a new one and reconnect it without
+   * state instead of ending QEMU's session (its device would be dead until the VM reboots).
+   */
+  restartOnExit?: boolean;
 }
 
 /** A back-end process the wrapper started, on its private socket. */
@@ -98,13 +107,20 @@ export async function runBackendWrapper(
   o: WrapperOptions,
 ): Promise<number> {
   const split = splitBackendArgs(args);
-  if (split.printCapabilities) return await printCapabilities(o.binary, o.engine.deviceState.mode);
+  if (split.printCapabilities) {
+    return await printCapabilities(o.binary, o.engine.deviceState.mode);
+  }
   if (split.listen === undefined) {
-    console.error("vhost-user-proxy: the back-end needs --socket-path=PATH or --fd=N");
+    console.error(
+      "vhost-user-proxy: the back-end needs --socket-path=PATH or --fd=N",
+    );
     return 1;
   }
   const listen = "path" in split.listen
-    ? { path: split.listen.path, ...(o.socketMode === undefined ? {} : { mode: o.socketMode }) }
+    ? {
+      path: split.listen.path,
+      ...(o.socketMode === undefined ? {} : { mode: o.socketMode }),
+    }
     : split.listen;
   if ("fd" in listen && o.socketMode !== undefined && o.socketMode !== 0o600) {
     console.error(
@@ -129,7 +145,9 @@ export async function runBackendWrapper(
     current = spawnBackend(o.binary, privateSocket);
   } catch (e) {
     Deno.removeSync(dir, { recursive: true });
-    console.error(`vhost-user-proxy: cannot start the back-end "${o.binary}": ${ioCause(e)}`);
+    console.error(
+      `vhost-user-proxy: cannot start the back-end "${o.binary}": ${ioCause(e)}`,
+    );
     return 1;
   }
   const child = current.child;
@@ -150,8 +168,14 @@ export async function runBackendWrapper(
       o.onRecord,
     );
   } catch (e) {
-    console.error(`vhost-user-proxy: ${e instanceof Error ? e.message : e}`);
-    child.kill("SIGTERM");
+    console.error(
+      `vhost-user-proxy: backend: cannot start the proxy: ${e instanceof Error ? e.message : e}`,
+    );
+    try {
+      child.kill("SIGTERM");
+    } catch {
+      // the back-end is already gone (it may have failed first)
+    }
     await child.status;
     unlisten();
     Deno.removeSync(dir, { recursive: true });
@@ -166,7 +190,11 @@ export async function runBackendWrapper(
         if (typeof request === "string") return { ok: false, error: request };
         if (request.cmd === "status") {
           const r = await running.control(request);
-          return { ...r, backendPid: current.child.pid, backendBinary: current.binary };
+          return {
+            ...r,
+            backendPid: current.child.pid,
+            backendBinary: current.binary,
+          };
         }
         if (request.backend !== undefined) {
           return {
@@ -232,13 +260,55 @@ export async function runBackendWrapper(
   for (;;) {
     const watched = current;
     status = await watched.child.status;
-    if (watched === current) break;
+    if (watched !== current) continue;
+    if (!o.restartOnExit || signalled) break;
+    const live = ((await proxy.control({ cmd: "status" })).sessions ?? []) as unknown[];
+    if (live.length === 0) break; // QEMU left first: the normal end
+    console.error(
+      `vhost-user-proxy: backend: the back-end "${current.binary}" ${
+        exitText(status)
+      } with QEMU connected: starting a new one (--restart-on-exit; its state is lost)`,
+    );
+    const socket = `${dir}/backend-${++generation}.sock`;
+    let next: BackendProcess;
+    try {
+      next = spawnBackend(current.binary, socket);
+    } catch (e) {
+      console.error(
+        `vhost-user-proxy: backend: cannot start "${current.binary}": ${ioCause(e)}`,
+      );
+      break;
+    }
+    const ready = await waitForSocket(socket, next.child, BACKEND_START_MS);
+    if (ready !== undefined) {
+      console.error(`vhost-user-proxy: backend: the new back-end ${ready}`);
+      await stopProcess(next.child);
+      break;
+    }
+    const r = await proxy.control({
+      cmd: "reconnect-backend",
+      backend: socket,
+    });
+    if (r.ok !== true) {
+      console.error(
+        `vhost-user-proxy: backend: reconnecting failed: ${r.error}`,
+      );
+      await stopProcess(next.child);
+      break;
+    }
+    current = next;
   }
   control?.close();
   unlisten();
-  await proxy.stop(signalled ? "signal received" : `the back-end ${exitText(status)}`);
+  await proxy.stop(
+    signalled ? "signal received" : `the back-end ${exitText(status)}`,
+  );
   Deno.removeSync(dir, { recursive: true });
-  if (!signalled) console.error(`vhost-user-proxy: the back-end "${o.binary}" ${exitText(status)}`);
+  if (!signalled) {
+    console.error(
+      `vhost-user-proxy: the back-end "${o.binary}" ${exitText(status)}`,
+    );
+  }
   return signalled ? 0 : status.code;
 }
 
@@ -291,13 +361,21 @@ export function exitText(status: Deno.CommandStatus): string {
     : `exited with code ${status.code}`;
 }
 
-async function printCapabilities(binary: string, mode: string): Promise<number> {
+async function printCapabilities(
+  binary: string,
+  mode: string,
+): Promise<number> {
   let out: Deno.CommandOutput;
   try {
-    out = await new Deno.Command(binary, { args: ["--print-capabilities"], stderr: "inherit" })
+    out = await new Deno.Command(binary, {
+      args: ["--print-capabilities"],
+      stderr: "inherit",
+    })
       .output();
   } catch (e) {
-    console.error(`vhost-user-proxy: cannot start the back-end "${binary}": ${ioCause(e)}`);
+    console.error(
+      `vhost-user-proxy: cannot start the back-end "${binary}": ${ioCause(e)}`,
+    );
     return 1;
   }
   if (!out.success) {

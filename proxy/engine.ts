@@ -16,7 +16,7 @@ import type { DeviceStateHooks } from "./device_state_hooks.ts";
 import type { LogRecord } from "./log_record.ts";
 import { timestamp } from "./log_record.ts";
 import { Session } from "./session.ts";
-import { restartBackend, restartBlocker } from "./backend_restart.ts";
+import { reconnectBackend, restartBackend, restartBlocker } from "./backend_restart.ts";
 
 /** Everything the engine needs to run; plain data so it can cross into a Worker. */
 export interface EngineConfig {
@@ -38,6 +38,11 @@ export interface EngineConfig {
    * it to a new back-end: on with `--control`.
    */
   restartable?: boolean;
+  /**
+   * Hold QEMU this long when its back-end goes away, for a new one to be connected without
+   * state (`--restart-on-exit`; needs `restartable`).
+   */
+  holdOnBackendLossMs?: number;
 }
 
 /** A control request (`vhost-user-proxy ctl`), as JSON. */
@@ -48,6 +53,12 @@ export type ControlRequest =
     session?: number;
     /** The new back-end's socket (default: the proxy's --backend). */
     backend?: string;
+  }
+  | {
+    /** The back-end went away: connect the new one at `backend`, without state. */
+    cmd: "reconnect-backend";
+    session?: number;
+    backend: string;
   };
 
 /** Device-state behaviour selected on the command line. */
@@ -157,6 +168,9 @@ export class Engine {
             : undefined,
           isOwnListener: (path) => this.#isOwnListener(path),
           keepModel: this.config.restartable ?? false,
+          ...(this.config.holdOnBackendLossMs
+            ? { holdOnBackendLoss: { holdMs: this.config.holdOnBackendLossMs } }
+            : {}),
         },
         this.reactor,
         this.#emit,
@@ -195,6 +209,16 @@ export class Engine {
           allowStateless: this.config.deviceState.mode === "emulate",
         });
         if (r.ok) this.#backendOf.set(session, backend);
+        return { ...r };
+      }
+      case "reconnect-backend": {
+        const live = [...this.sessions].filter((s) => !s.ended && s.model !== undefined);
+        const session = request.session === undefined
+          ? live.find((s) => s.backendLost) ?? (live.length === 1 ? live[0] : undefined)
+          : live.find((s) => s.id === request.session);
+        if (!session) return { ok: false, error: "no session to reconnect" };
+        const r = reconnectBackend(session, { backend: request.backend });
+        if (r.ok) this.#backendOf.set(session, request.backend);
         return { ...r };
       }
       default:

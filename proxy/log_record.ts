@@ -228,6 +228,19 @@ export interface RestartRecord {
   rolledBack?: string;
 }
 
+/**
+ * The back-end went away while QEMU was connected (`--restart-on-exit`): QEMU is held for
+ * `holdMs` while a new back-end is started; its state is lost.
+ */
+export interface BackendLostRecord {
+  type: "restart";
+  event: "backend-lost";
+  ts: string;
+  session: number;
+  reason: string;
+  holdMs: number;
+}
+
 /** Anything the proxy logs. */
 export type LogRecord =
   | MessageRecord
@@ -237,7 +250,8 @@ export type LogRecord =
   | DeviceStateRecord
   | ProxyRecord
   | RestartStepRecord
-  | RestartRecord;
+  | RestartRecord
+  | BackendLostRecord;
 
 /** Current time as the records carry it. */
 export function timestamp(): string {

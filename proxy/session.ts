@@ -65,6 +65,12 @@ export interface SessionOptions {
    * be restarted; off by default, as it costs a dup and a close per fd-carrying request.
    */
   keepModel?: boolean;
+  /**
+   * When the back-end goes away (crashes, is killed), hold QEMU's connection instead of ending
+   * the session, for `holdMs`, so that a new back-end can be connected without state
+   * (`--restart-on-exit`).
+   */
+  holdOnBackendLoss?: { holdMs: number };
   /** Whether a path is the proxy's own listening socket (connecting there would loop). */
   isOwnListener?: (path: string) => boolean;
 }
@@ -646,6 +652,47 @@ export class Session implements EndpointOwner {
     return theirs;
   }
 
+  #holdTimer: Timer | undefined;
+
+  /** True while QEMU is held with no back-end (after a loss, before a new one is in place). */
+  get backendLost(): boolean {
+    return this.#holdTimer !== undefined;
+  }
+
+  /**
+   * The back-end is gone: close its sockets and hold QEMU's (its requests wait unread) until a
+   * new back-end is swapped in, or `holdMs` passes and the session ends.
+   */
+  dropBackend(reason: string): void {
+    const old = this.back;
+    if (old !== undefined) {
+      this.reactor.remove(old);
+      old.channel.close();
+    }
+    this.back = undefined;
+    this.front.target = undefined;
+    if (this.backBackendChannel !== undefined) {
+      this.reactor.remove(this.backBackendChannel);
+      this.backBackendChannel.channel.close();
+      this.backBackendChannel = undefined;
+      if (this.frontBackendChannel) this.frontBackendChannel.target = undefined;
+    }
+    const holdMs = this.options.holdOnBackendLoss?.holdMs ?? 0;
+    this.emit({
+      type: "restart",
+      event: "backend-lost",
+      ts: timestamp(),
+      session: this.id,
+      reason,
+      holdMs,
+    });
+    this.#holdTimer?.cancel();
+    this.#holdTimer = this.reactor.setTimer(holdMs, () => {
+      this.#holdTimer = undefined;
+      this.end(`${reason}; no new back-end was connected within ${holdMs} ms`, "back-end", "error");
+    });
+  }
+
   /** Requests still owed a reply on the main channel, by name. */
   owedReplies(): string[] {
     return this.#pending.main.filter((p) => !p.optional).map((p) => p.name);
@@ -657,6 +704,8 @@ export class Session implements EndpointOwner {
    * back-end channel stays; the old back-end's sockets are closed, which lets it go.
    */
   swapBackend(socket: OwnedFd, backendChannel: OwnedFd | undefined): void {
+    this.#holdTimer?.cancel();
+    this.#holdTimer = undefined;
     const old = this.back;
     const next = new Endpoint(socket, "main", "back-end", this, MAX_PAYLOAD_SIZE);
     next.target = this.front;
@@ -819,6 +868,13 @@ export class Session implements EndpointOwner {
     }
     let reason = `${endpoint.peer} closed the main channel${what}${context}`;
     if (sending) reason += ` while ${sending} was being relayed to it`;
+    if (
+      endpoint === this.back && this.options.holdOnBackendLoss && this.model &&
+      this.owedReplies().length === 0
+    ) {
+      this.dropBackend(reason);
+      return;
+    }
     this.end(reason, endpoint.peer, midMessage ? "error" : undefined);
   }
 
@@ -832,6 +888,8 @@ export class Session implements EndpointOwner {
     if (this.#ended) return;
     this.#ended = true;
     this.#connectTimer?.cancel();
+    this.#holdTimer?.cancel();
+    this.#holdTimer = undefined;
     const now = performance.now();
     const owedReplies = [...this.#pending.main, ...this.#pending.backend].filter((p) =>
       !p.optional

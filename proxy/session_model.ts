@@ -210,6 +210,37 @@ export class SessionModel {
     return hasVirtioFeature(this.virtioAcked, name);
   }
 
+  /**
+   * The memory region holding user address `addr` (QEMU's address space, as in SET_VRING_ADDR):
+   * its fd and the offset of `addr` in that fd.
+   */
+  regionOf(addr: bigint): { fd: OwnedFd; offset: bigint } | undefined {
+    const regions: { bytes: Uint8Array; at: number; fd: OwnedFd | undefined }[] = [];
+    if (this.memTable) {
+      const n = u32(this.memTable.bytes, HEADER);
+      for (let i = 0; i < n; i++) {
+        regions.push({
+          bytes: this.memTable.bytes,
+          at: HEADER + 8 + 32 * i,
+          fd: this.memTable.fds[i],
+        });
+      }
+    }
+    for (const f of this.addedRegions.values()) {
+      regions.push({ bytes: f.bytes, at: HEADER + 8, fd: f.fds[0] });
+    }
+    for (const r of regions) {
+      const v = new DataView(r.bytes.buffer, r.bytes.byteOffset + r.at, 32);
+      const size = v.getBigUint64(8, true);
+      const uaddr = v.getBigUint64(16, true);
+      const mmapOffset = v.getBigUint64(24, true);
+      if (r.fd && addr >= uaddr && addr < uaddr + size) {
+        return { fd: r.fd, offset: addr - uaddr + mmapOffset };
+      }
+    }
+    return undefined;
+  }
+
   /** The rings in index order. */
   orderedRings(): RingModel[] {
     return [...this.rings.values()].sort((a, b) => a.index - b.index);

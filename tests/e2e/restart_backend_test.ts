@@ -222,3 +222,65 @@ Deno.test("restart-backend in drop-in mode: the proxy starts the new virtiofsd i
     await wrapper.stop();
   }
 });
+
+Deno.test("--restart-on-exit: virtiofsd killed with SIGKILL; QEMU and the guest stay up, and after a remount the share works", async () => {
+  await using dir = await TestDir.create("restart-on-exit");
+  const share = await dir.mkdir("share");
+  const socket = dir.join("fs.sock");
+  const control = dir.join("control.sock");
+  const log = dir.join("proxy.jsonl");
+  const wrapper = new Child({
+    name: "dropin",
+    cmd: `${ROOT}bin/vhost-user-proxy-virtiofsd`,
+    args: [`--socket-path=${socket}`, `--shared-dir=${share}`],
+    stdoutPath: dir.join("dropin.out"),
+    stderrPath: dir.join("dropin.err"),
+    env: {
+      VUP_BACKEND_BINARY: peerPath("virtiofsd"),
+      VUP_PROXY_ARGS: `--quiet --log ${log} --control ${control} --restart-on-exit`,
+    },
+  });
+  try {
+    await waitFor(async () => (await Deno.stat(control).catch(() => undefined))?.isSocket, {
+      timeoutMs: 30_000,
+      what: "the drop-in's control socket",
+      detail: () => wrapper.stderrText(),
+    });
+    await using vm = await startVm({
+      dir: dir.path,
+      name: "g",
+      fs: [{ socketPath: socket, tag: TAG }],
+    });
+    await vm.agent.check("echo before >/mnt/before.txt");
+    const status = JSON.parse((await ctl(control, ["status", "--json"])).stdout);
+    const pid = status.backendPid as number;
+    Deno.kill(pid, "SIGKILL");
+    const records = () =>
+      Deno.readTextFileSync(log).trim().split("\n").map((l) => JSON.parse(l) as LogRecord);
+    const done = await waitFor(
+      () => records().find((r): r is RestartRecord => r.type === "restart" && r.event === "done"),
+      {
+        what: "the reconnect after the kill",
+        timeoutMs: 30_000,
+        detail: () => wrapper.stderrText(),
+      },
+    );
+    assert.equal(done.ok, true, JSON.stringify(done));
+    assert.equal(done.withState, false);
+    assert.ok(records().some((r) => r.type === "restart" && r.event === "backend-lost"));
+    assert.equal(vm.child.status, undefined, "QEMU is still running");
+    assert.equal(wrapper.status, undefined, "the drop-in is still running");
+    // The new virtiofsd never saw this mount's FUSE_INIT: remount, then the share works again.
+    const remount = await vm.agent.run(
+      "umount -l /mnt; mount -t virtiofs myfs /mnt && cat /mnt/before.txt && echo after >/mnt/after.txt",
+      { timeoutMs: 30_000 },
+    );
+    assert.equal(remount.code, 0, JSON.stringify(remount));
+    assert.match(remount.stdout, /before/);
+    assert.equal(await Deno.readTextFile(`${share}/after.txt`), "after\n");
+    const after = JSON.parse((await ctl(control, ["status", "--json"])).stdout);
+    assert.notEqual(after.backendPid, pid, "a new virtiofsd serves");
+  } finally {
+    await wrapper.stop();
+  }
+});
