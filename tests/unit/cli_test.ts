@@ -296,6 +296,12 @@ Deno.test("CLI: the drop-in reports a back-end killed by a signal", async () => 
   oneLine(killed.stderr, /the back-end "\/bin\/sh" was killed by SIGKILL \(exit status 137\)$/);
 });
 
+Deno.test("CLI: the drop-in given an --fd that is not open: one line, exit 1 (not a usage error)", async () => {
+  const r = await cli("backend", "--quiet", "--backend-binary", "/bin/false", "--", "--fd=987654");
+  assert.equal(r.code, 1, r.stderr);
+  oneLine(r.stderr, /^vhost-user-proxy: backend: cannot start the proxy: .*EBADF/);
+});
+
 Deno.test("CLI: the drop-in gives its --socket-path the --socket-mode asked for", async () => {
   const dir = Deno.makeTempDirSync();
   const socket = `${dir}/vfs.sock`;
