@@ -128,6 +128,11 @@ when the back-end exits, with the back-end's exit status (reported on stderr), a
 SIGTERM/SIGINT (forwarded to the back-end).
 
   --backend-binary <prog>  the real back-end program (e.g. /usr/libexec/virtiofsd)
+  --control <path>         a control socket (JSON Lines, 0600) for vhost-user-proxy ctl:
+                           status, restart-backend (see: vhost-user-proxy ctl --help)
+  --restart-on-exit        when the back-end exits with QEMU connected, hold QEMU (up to
+                           30 s) and start a new back-end without state (virtio-fs: the
+                           guest sees EIO until it remounts)
 ${ENGINE_HELP}
 
 bin/vhost-user-proxy-virtiofsd runs this with, from its environment:

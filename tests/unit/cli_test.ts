@@ -73,6 +73,8 @@ Deno.test("CLI: every subcommand has --help (stdout, exit 0) naming its options;
     [["run"], "run", ["--listen", "--backend", "--control", ...ENGINE_FLAGS]],
     [["backend"], "backend", [
       "--backend-binary",
+      "--control",
+      "--restart-on-exit",
       ...ENGINE_FLAGS,
       "VUP_BACKEND_BINARY",
       "VUP_PROXY_ARGS",
