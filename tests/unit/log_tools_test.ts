@@ -1,6 +1,13 @@
 import assert from "node:assert/strict";
 import type { LogRecord, MessageRecord } from "../../proxy/log_record.ts";
-import { diffLogs, formatSummary, parseLog, showLog, summarizeLog } from "../../proxy/log_tools.ts";
+import {
+  diffLogs,
+  followLog,
+  formatSummary,
+  parseLog,
+  showLog,
+  summarizeLog,
+} from "../../proxy/log_tools.ts";
 
 function msg(
   name: string,
@@ -175,4 +182,47 @@ Deno.test("log tools: a failed back-end restart is a problem; a record type from
   assert.equal(parsed.records.length, 1, "a newer proxy's record type is kept");
   assert.equal(showLog(parsed.records)[0], future);
   assert.equal(parsed.problems.length, 1);
+});
+
+Deno.test("followLog: --from-end skips what is there, a half-written line waits, truncation and replacement start over", async () => {
+  const dir = Deno.makeTempDirSync();
+  const path = `${dir}/live.jsonl`;
+  const line = (name: string) => JSON.stringify(msg(name, "request")) + "\n";
+  Deno.writeTextFileSync(path, line("GET_FEATURES") + line("SET_OWNER").slice(0, 20));
+  const stop = new AbortController();
+  const problems: string[] = [];
+  const seen: string[] = [];
+  const follow = (async () => {
+    for await (
+      const r of followLog(path, {
+        fromEnd: true,
+        intervalMs: 10,
+        signal: stop.signal,
+        onProblem: (p) => problems.push(p),
+      })
+    ) {
+      if (r.type === "message") seen.push(r.name);
+    }
+  })();
+  const until = async (n: number) => {
+    for (let i = 0; i < 300 && seen.length < n; i++) await new Promise((r) => setTimeout(r, 10));
+  };
+  await new Promise((r) => setTimeout(r, 50));
+  // The rest of the half-written line (skipped: its start was there before), then a new one.
+  Deno.writeTextFileSync(path, line("SET_OWNER").slice(20) + line("GET_QUEUE_NUM"), {
+    append: true,
+  });
+  await until(1);
+  Deno.writeTextFileSync(path, line("RESET_DEVICE")); // truncated: shorter than before
+  await until(2);
+  Deno.writeTextFileSync(`${dir}/next.jsonl`, line("SET_VRING_CALL") + line("SET_VRING_ERR"));
+  Deno.renameSync(`${dir}/next.jsonl`, path); // replaced, as logrotate does
+  await until(4);
+  stop.abort();
+  await follow;
+  Deno.removeSync(dir, { recursive: true });
+  assert.deepEqual(seen, ["GET_QUEUE_NUM", "RESET_DEVICE", "SET_VRING_CALL", "SET_VRING_ERR"]);
+  assert.equal(problems.length, 2, problems.join("\n"));
+  assert.match(problems[0], /was truncated/);
+  assert.match(problems[1], /was replaced/);
 });
