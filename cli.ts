@@ -958,8 +958,7 @@ export async function main(args: string[]): Promise<number> {
         console.log(`vhost-user-proxy ${VERSION}`);
         return 0;
       case undefined:
-        console.error(USAGE);
-        return 2;
+        throw new UsageError("a subcommand is required: run, backend, state, log or ctl", "");
       case "help":
       case "--help":
       case "-h": {

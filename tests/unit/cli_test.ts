@@ -115,6 +115,7 @@ Deno.test("CLI: a usage error is one line on stderr with a pointer to the right 
   await usageError(["run", "--listen", "x"], "run", /--backend <path> is required/);
   await usageError(["backend"], "backend", /--backend-binary .* is required/);
   await usageError(["frob"], "", /unknown subcommand "frob"/);
+  await usageError([], "", /^vhost-user-proxy: a subcommand is required: run, backend, state, log/);
   await usageError(["log", "grep", "x"], "log", /unknown log tool "grep"/);
   await usageError(["log", "show"], "log show", /<file.jsonl> is required/);
   await usageError(["log", "show", "x", "--session-a", "1"], "log show", /'--session-a'/);
