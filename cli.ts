@@ -686,12 +686,17 @@ const MAX_LINE_PROBLEMS = 5;
 /** A log's records, or a {@linkcode Failure} (exit 3) saying why there are none. */
 function load(path: string, topic: string): LogRecord[] {
   const log = loadLog(path);
-  if (!log.ok) throw new Failure(`${topic}: ${log.error}`, 3);
+  if (!log.ok) throw new Failure(`${topic}: ${lowerFirst(log.error)}`, 3);
   for (const p of log.problems.slice(0, MAX_LINE_PROBLEMS)) warn(topic, `${path}: ${p}`);
   if (log.problems.length > MAX_LINE_PROBLEMS) {
     warn(topic, `${path}: ${log.problems.length - MAX_LINE_PROBLEMS} more lines are not records`);
   }
   return log.records;
+}
+
+/** A library's sentence (`Cannot read log …`) as the rest of a CLI line (`cannot read log …`). */
+function lowerFirst(text: string): string {
+  return text.charAt(0).toLowerCase() + text.slice(1);
 }
 
 /** `--session N` of a log that must hold session N (exit 3 otherwise). */
@@ -815,7 +820,7 @@ async function logFollow(rest: string[]): Promise<number> {
       if (problemOf(r) !== undefined) problems++;
     }
   } catch (e) {
-    throw new Failure(`${topic}: ${e instanceof Error ? e.message : e}`, 3);
+    throw new Failure(`${topic}: ${lowerFirst(e instanceof Error ? e.message : String(e))}`, 3);
   } finally {
     for (const s of signals) Deno.removeSignalListener(s, onSignal);
   }

@@ -356,14 +356,14 @@ Deno.test("CLI: log tools on a missing file, a directory, a junk line, an empty 
   Deno.writeTextFileSync(`${dir}/text.jsonl`, "hello\nworld\n");
   const cases: [string[], RegExp][] = [
     [["log", "show", `${dir}/missing.jsonl`], /"[^"]*missing.jsonl": No such file or directory$/],
-    [["log", "summary", dir], /Cannot read log "[^"]+": Is a directory$/],
+    [["log", "summary", dir], /: cannot read log "[^"]+": Is a directory$/],
     [
       ["log", "show", `${dir}/junk.jsonl`],
-      /No log records in "[^"]*junk.jsonl": .*line 1: message record without "ts"/,
+      /: no log records in "[^"]*junk.jsonl": .*line 1: message record without "ts"/,
     ],
     [
       ["log", "summary", `${dir}/empty.jsonl`],
-      /No log records in "[^"]*empty.jsonl": the file is empty$/,
+      /: no log records in "[^"]*empty.jsonl": the file is empty$/,
     ],
     [
       ["log", "show", `${dir}/text.jsonl`],
