@@ -38,6 +38,7 @@ import {
 import { formatRecord, timeOfDay } from "./proxy/log_format.ts";
 import type { LogRecord } from "./proxy/log_record.ts";
 import { explainMigration, formatExplanation } from "./proxy/log_explain.ts";
+import { formatLintReport, lintLog, lintSink } from "./proxy/lint.ts";
 
 /** The version in deno.json, printed by `--version`. */
 const VERSION: string = denoJson.version;
@@ -60,6 +61,7 @@ Usage:
   vhost-user-proxy log diff <a.jsonl> <b.jsonl> [--json] where two conversations part ways
   vhost-user-proxy log explain <source.jsonl> [<destination.jsonl>] [--json]
                                                          why a migration failed
+  vhost-user-proxy log lint <file.jsonl> [--json]        which peer broke which spec rule
   vhost-user-proxy ctl <control.sock> status|restart-backend [options]
                                                          ask a proxy started with --control
   vhost-user-proxy --version
@@ -162,12 +164,13 @@ Tools over the proxy's JSON Lines logs (--log):
   log diff <a.jsonl> <b.jsonl> [--json]  where two conversations part ways
   log explain <source.jsonl> [<destination.jsonl>] [--json]
                                          why a migration failed
+  log lint <file.jsonl> [--json]         conformance lint: which peer broke which spec rule
 
 Each has its own help: vhost-user-proxy log <tool> --help
 
 exit codes: 0 nothing found, 1 problems found (show, follow, summary), the logs differ (diff)
-or the migration failed (explain), 2 usage error, 3 unreadable or empty log, no such session,
-or (explain) no migration in the logs
+or the migration failed (explain), findings (lint), 2 usage error, 3 unreadable or empty
+log, no such session, or (explain) no migration in the logs
 `,
   "log show": `Usage: vhost-user-proxy log show <file.jsonl> [filters]
 
@@ -237,6 +240,23 @@ a verdict naming the step that failed, the side and the culprit.
 
 exit codes: 0 the migration succeeded, 1 it failed, 2 usage error,
 3 no migration in the logs, or a log unreadable or empty
+`,
+  "log lint": `Usage: vhost-user-proxy log lint <file.jsonl> [--session <n>] [--json]
+
+Checks the conversation in a proxy's log against the vhost-user spec, rule by rule (replies
+that must come and none unasked, REPLY_ACK, feature negotiation, reserved fields, memory
+regions, the back-end channel's fds, the device-state transfer; the rules and the spec
+sentences they check are in the README's "Conformance lint"), and prints every finding per
+session with the peer that broke the rule, then a verdict per peer. The proxy runs the same
+lint live whenever it logs messages: its findings and verdicts are "lint" records in the log.
+
+  --session <n>            lint session <n> only
+  --json                   the report as one JSON object (sessions, their findings and
+                           verdicts, the number of findings)
+  -h, --help               this help
+
+exit codes: 0 no findings, 1 findings, 2 usage error,
+3 unreadable or empty log, no session in it, or no such session
 `,
 };
 
@@ -498,7 +518,8 @@ function engineFrom(values: EngineValues, topic: string) {
   return {
     engine,
     socketMode,
-    sink: fanOut(...sinks),
+    // The conformance lint runs over the records on their way to the sinks (main thread).
+    sink: sinks.length > 0 ? lintSink(fanOut(...sinks)) : fanOut(...sinks),
     close: () => closers.forEach((c) => c()),
     reopen: () => reopeners.forEach((r) => r()),
   };
@@ -898,11 +919,42 @@ function logExplain(rest: string[]): number {
   return e.failed ? 1 : e.found ? 0 : 3;
 }
 
+function logLint(rest: string[]): number {
+  const topic = "log lint";
+  const { values, positionals } = parse(topic, {
+    args: rest,
+    strict: true,
+    allowPositionals: true,
+    options: { session: { type: "string" }, json: { type: "boolean", default: false } },
+  });
+  const path = oneFile(positionals, topic);
+  const records = load(path, topic);
+  const session = sessionOf(values.session, "--session", topic, records, path);
+  const report = lintLog(records);
+  if (session !== undefined) {
+    report.sessions = report.sessions.filter((s) => s.session === session);
+    report.unjudged = report.unjudged.filter((s) => s === session);
+    report.findings = report.sessions.reduce(
+      (n, s) => n + s.verdicts.reduce((m, v) => m + v.findings, 0),
+      0,
+    );
+  }
+  if (report.sessions.length === 0) {
+    throw new Failure(`${topic}: no session to lint in "${path}" (${records.length} records)`, 3);
+  }
+  if (values.json) console.log(JSON.stringify(report, null, 2));
+  else for (const l of formatLintReport(report)) console.log(l);
+  return report.findings > 0 ? 1 : 0;
+}
+
 async function logCommand(args: string[]): Promise<number> {
   const [verb, ...rest] = args;
   if (verb === undefined || verb === "--help" || verb === "-h") {
     if (verb === undefined) {
-      throw new UsageError("a log tool is required: show, follow, summary, diff or explain", "log");
+      throw new UsageError(
+        "a log tool is required: show, follow, summary, diff, explain or lint",
+        "log",
+      );
     }
     return help("log");
   }
@@ -919,9 +971,11 @@ async function logCommand(args: string[]): Promise<number> {
       return logDiff(rest);
     case "explain":
       return logExplain(rest);
+    case "lint":
+      return logLint(rest);
     default:
       throw new UsageError(
-        `unknown log tool "${verb}": show, follow, summary, diff or explain`,
+        `unknown log tool "${verb}": show, follow, summary, diff, explain or lint`,
         "log",
       );
   }

@@ -5,6 +5,7 @@
  */
 
 import type { DeviceStateRecord, LogRecord, MessageRecord } from "./log_record.ts";
+import { formatLintRecord, isLintRecord } from "./lint_record.ts";
 
 /** Time of day with its zone: `21:17:45.123Z` (records are stamped in UTC, ISO 8601). */
 export function timeOfDay(ts: string): string {
@@ -65,6 +66,7 @@ function num(v: number | undefined): string {
 
 /** One human-readable line for a record. */
 export function formatRecord(r: LogRecord): string {
+  if (isLintRecord(r)) return formatLintRecord(r);
   switch (r.type) {
     case "message":
       return messageLine(r);

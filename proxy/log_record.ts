@@ -6,6 +6,9 @@
  * @module
  */
 
+import type { LintRecord } from "./lint_record.ts";
+export type { LintRecord } from "./lint_record.ts";
+
 /** Which socket a message travelled on. */
 export type ChannelName = "main" | "backend";
 
@@ -251,7 +254,8 @@ export type LogRecord =
   | ProxyRecord
   | RestartStepRecord
   | RestartRecord
-  | BackendLostRecord;
+  | BackendLostRecord
+  | LintRecord;
 
 /** Current time as the records carry it. */
 export function timestamp(): string {

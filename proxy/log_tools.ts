@@ -26,6 +26,7 @@ const REQUIRED: Record<string, Record<string, string>> = {
   "device-state": { ts: "string", session: "number", event: "string" },
   proxy: { ts: "string", event: "string" },
   restart: { ts: "string", session: "number", event: "string" },
+  lint: { ts: "string", session: "number", event: "string" },
 };
 
 /** Optional fields the tools iterate over, when present. */
@@ -295,6 +296,11 @@ export function problemOf(r: LogRecord): string | undefined {
         }`
         : undefined;
     }
+    case "lint":
+      // A conformance-lint finding: a peer broke a rule of the spec (verdicts are not problems).
+      return r.event === "finding"
+        ? `${where}lint ${r.severity}: ${r.peer} [${r.rule}] ${r.message}`
+        : undefined;
     case "device-state":
       if (r.event === "transfer-end" && !r.ok) {
         return `${where}error: ${r.direction} transfer failed after ${r.bytes} bytes: ${
