@@ -239,7 +239,8 @@ export function regionsOf(r: MessageRecord): Region[] {
  */
 export function applyMessage(s: LintSession, r: MessageRecord): void {
   const request = r.kind === "request";
-  if (!r.injected) s.sent[r.from]++;
+  // What the proxy made or relayed again (a held request released) is not the peer's.
+  if (!r.injected && !isHeldRelease(r)) s.sent[r.from]++;
   switch (r.name) {
     case "GET_FEATURES":
       if (!request) s.virtioOffered = featureSet(r);
