@@ -8,7 +8,7 @@
  * @module
  */
 
-import type { ProtocolFeatureName, VirtioFeatureName } from "./features.ts";
+import type { Dialect, ProtocolFeatureName, VirtioFeatureName } from "./features.ts";
 import type { LayoutName } from "./layouts.ts";
 
 /** The socket a message travels on: the main socket, or the back-end channel of SET_BACKEND_REQ_FD. */
@@ -17,12 +17,7 @@ export type Channel = "main" | "backend";
 /** A peer of the protocol. */
 export type Side = "front-end" | "back-end";
 
-/**
- * Request and feature numbering: `upstream` is the merged protocol (QEMU ≥ 8.2);
- * `rfc2023` is the April 2023 device-state RFC (F_MIGRATORY_STATE = 17,
- * SET_DEVICE_STATE_FD = 41, CHECK_DEVICE_STATE = 42), spec §2.6.
- */
-export type Dialect = "upstream" | "rfc2023";
+export type { Dialect } from "./features.ts";
 
 /** Every dialect, upstream first. */
 export const DIALECTS: readonly Dialect[] = ["upstream", "rfc2023"];

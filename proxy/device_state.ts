@@ -16,9 +16,15 @@
 import { closeAll, type OwnedFd } from "../ffi/fd.ts";
 import type { Timer } from "../ffi/reactor.ts";
 import { createPipe } from "../ffi/pipe.ts";
-import type { Frame } from "./channel.ts";
 import { createMessage, encodeMessage, type Message } from "./codec.ts";
-import type { DeviceStateHooks, Verdict } from "./device_state_hooks.ts";
+import type {
+  DeviceStateFactory,
+  DeviceStateHooks,
+  StateEndpoint,
+  StateFrame,
+  StateSession,
+  Verdict,
+} from "./device_state_hooks.ts";
 import {
   decodeEmulatedState,
   type EmulatedMeta,
@@ -26,8 +32,7 @@ import {
   isEmulatedState,
 } from "./emulated_state.ts";
 import { BlobReader, BlobWriter } from "./blob_io.ts";
-import type { DeviceStateConfig, DeviceStateFactory } from "./engine.ts";
-import type { Endpoint } from "./endpoint.ts";
+import type { DeviceStateConfig } from "./device_state_config.ts";
 import {
   describeProtocolFeatures,
   describeVirtioFeatures,
@@ -42,7 +47,6 @@ import type {
 } from "./log_record.ts";
 import { timestamp } from "./log_record.ts";
 import { payloadU64, withPayloadU64 } from "./u64_payload.ts";
-import type { Session } from "./session.ts";
 import { type CopyResult, StateCopy } from "./state_copy.ts";
 import { InlineHash, type PendingDigest, type TrailingHasher } from "./stream_hash.ts";
 import { decodeVirtiofsdState, summarizeVirtiofsdState } from "./virtiofsd_state.ts";
@@ -99,7 +103,7 @@ interface DeferredRecord {
 }
 
 interface HeldCheck {
-  from: Endpoint;
+  from: StateEndpoint;
   message: Message;
   bytes: Uint8Array;
 }
@@ -124,7 +128,7 @@ interface Transfer {
 const hex = (v: bigint) => `0x${v.toString(16)}`;
 
 class DeviceStateHandler implements DeviceStateHooks {
-  readonly #s: Session;
+  readonly #s: StateSession;
   readonly #config: DeviceStateConfig;
   readonly #faults: Faults;
   #offeredVirtio = 0n;
@@ -143,7 +147,7 @@ class DeviceStateHandler implements DeviceStateHooks {
   /** Answers the proxy injected (to tell whether a failing handler had answered already). */
   #answers = 0;
 
-  constructor(session: Session, config: DeviceStateConfig, shared: DeviceStateShared = {}) {
+  constructor(session: StateSession, config: DeviceStateConfig, shared: DeviceStateShared = {}) {
     this.#s = session;
     this.#config = config;
     this.#shared = shared;
@@ -164,7 +168,7 @@ class DeviceStateHandler implements DeviceStateHooks {
    * user command, a bug) fails that transfer and answers what QEMU waits for at once, with an
    * error: the proxy must never be the reason QEMU waits forever with the VM stopped.
    */
-  intercept(from: Endpoint, message: Message, frame: Frame): Verdict {
+  intercept(from: StateEndpoint, message: Message, frame: StateFrame): Verdict {
     if (from.kind !== "main") return FORWARD;
     const answersBefore = this.#answers;
     try {
@@ -176,9 +180,9 @@ class DeviceStateHandler implements DeviceStateHooks {
 
   /** The guard of {@linkcode intercept}: what to relay when handling `message` threw. */
   #failedInside(
-    from: Endpoint,
+    from: StateEndpoint,
     message: Message,
-    frame: Frame,
+    frame: StateFrame,
     e: unknown,
     answered: boolean,
   ): Verdict {
@@ -247,7 +251,7 @@ class DeviceStateHandler implements DeviceStateHooks {
     }
   }
 
-  #intercept(from: Endpoint, message: Message, frame: Frame): Verdict {
+  #intercept(from: StateEndpoint, message: Message, frame: StateFrame): Verdict {
     const isReply = message.kind === "reply";
     const p = frame.payload;
     switch (message.name) {
@@ -289,7 +293,7 @@ class DeviceStateHandler implements DeviceStateHooks {
 
   // ---- feature negotiation ------------------------------------------------------------------
 
-  #onProtocolFeaturesOffered(frame: Frame): Verdict {
+  #onProtocolFeaturesOffered(frame: StateFrame): Verdict {
     const offered = payloadU64(frame.payload);
     this.#offeredProtocol = offered;
     const bit = protocolFeatureMask("DEVICE_STATE", this.#s.options.backDialect);
@@ -312,7 +316,7 @@ class DeviceStateHandler implements DeviceStateHooks {
     return FORWARD;
   }
 
-  #onProtocolFeaturesSet(frame: Frame): Verdict {
+  #onProtocolFeaturesSet(frame: StateFrame): Verdict {
     if (this.#mode !== "emulate") return FORWARD;
     const bit = protocolFeatureMask("DEVICE_STATE", this.#s.options.frontDialect);
     const value = payloadU64(frame.payload);
@@ -330,7 +334,7 @@ class DeviceStateHandler implements DeviceStateHooks {
 
   // ---- SET_DEVICE_STATE_FD ------------------------------------------------------------------
 
-  #onSetFd(from: Endpoint, message: Message, frame: Frame): Verdict {
+  #onSetFd(from: StateEndpoint, message: Message, frame: StateFrame): Verdict {
     const v = new DataView(frame.payload.buffer, frame.payload.byteOffset, 8);
     const direction: StateDirection = v.getUint32(0, true) === 0 ? "SAVE" : "LOAD";
     const phase = v.getUint32(4, true);
@@ -370,7 +374,7 @@ class DeviceStateHandler implements DeviceStateHooks {
     };
   }
 
-  #onSetFdReply(frame: Frame): Verdict {
+  #onSetFdReply(frame: StateFrame): Verdict {
     const t = this.#transfer;
     if (!t || t.outcome || !t.qemuFd) return FORWARD;
     const value = payloadU64(frame.payload);
@@ -517,7 +521,7 @@ class DeviceStateHandler implements DeviceStateHooks {
 
   // ---- CHECK_DEVICE_STATE -------------------------------------------------------------------
 
-  #onCheck(from: Endpoint, message: Message, frame: Frame): Verdict {
+  #onCheck(from: StateEndpoint, message: Message, frame: StateFrame): Verdict {
     const t = this.#transfer;
     if (this.#mode === "emulate") {
       // Never forwarded: a back-end without the feature may not even know the request.
@@ -594,7 +598,7 @@ class DeviceStateHandler implements DeviceStateHooks {
     }
   }
 
-  #onCheckReply(frame: Frame): Verdict {
+  #onCheckReply(frame: StateFrame): Verdict {
     const t = this.#transfer;
     const backendResult = payloadU64(frame.payload);
     let result = backendResult;
@@ -626,7 +630,7 @@ class DeviceStateHandler implements DeviceStateHooks {
     };
   }
 
-  #answerCheck(to: Endpoint, request: Message, t: Transfer): void {
+  #answerCheck(to: StateEndpoint, request: Message, t: Transfer): void {
     const reasons: string[] = [];
     if (!t.outcome?.ok) reasons.push(t.outcome?.error ?? "no transfer happened");
     if (this.#faults.checkFail) reasons.push("fault check-fail");
@@ -781,7 +785,7 @@ class DeviceStateHandler implements DeviceStateHooks {
   // ---- helpers ------------------------------------------------------------------------------
 
   /** Sends the front-end a reply the proxy made, with a u64 payload. */
-  #answer(to: Endpoint, request: Message, value: bigint, note: string): void {
+  #answer(to: StateEndpoint, request: Message, value: bigint, note: string): void {
     const payload = request.name === "SET_DEVICE_STATE_FD"
       ? {
         layout: "device_state_result" as const,

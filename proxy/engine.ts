@@ -12,7 +12,8 @@ import { createEventFd, drainEventFd, POLLIN } from "../ffi/poll.ts";
 import { Reactor, type Watch } from "../ffi/reactor.ts";
 import { acceptConnection, listenUnix, peerCredentials } from "../ffi/socket.ts";
 import type { Dialect } from "./catalogue.ts";
-import type { DeviceStateHooks } from "./device_state_hooks.ts";
+import type { DeviceStateConfig } from "./device_state_config.ts";
+import type { DeviceStateFactory } from "./device_state_hooks.ts";
 import type { LogRecord } from "./log_record.ts";
 import { timestamp } from "./log_record.ts";
 import { Session } from "./session.ts";
@@ -61,31 +62,9 @@ export type ControlRequest =
     backend: string;
   };
 
-/** Device-state behaviour selected on the command line. */
-export interface DeviceStateConfig {
-  mode: "relay" | "emulate" | "off";
-  dumpDir?: string;
-  buffer?: boolean;
-  /** SHA-256 every transfer (default true). */
-  hash?: boolean;
-  /**
-   * MiB the SHA-256 may trail a transfer by, on its own thread (default
-   * {@linkcode DEFAULT_HASH_BACKLOG_MIB}); 0 hashes inline, before the transfer ends.
-   */
-  hashBacklogMiB?: number;
-  faults?: string[];
-  saveCmd?: string;
-  loadCmd?: string;
-}
-
-/** Default of `DeviceStateConfig.hashBacklogMiB`: a 256 MiB state never waits for its hash. */
-export const DEFAULT_HASH_BACKLOG_MIB = 256;
-
-/** Builds the per-session device-state hooks (injected so the engine stays small). */
-export type DeviceStateFactory = (
-  session: Session,
-  config: DeviceStateConfig,
-) => DeviceStateHooks | undefined;
+// The device-state options belong to the device-state module; the engine only passes them on.
+export { DEFAULT_HASH_BACKLOG_MIB, type DeviceStateConfig } from "./device_state_config.ts";
+export type { DeviceStateFactory } from "./device_state_hooks.ts";
 
 /** Listener + sessions + reactor. */
 export class Engine {

@@ -11,7 +11,12 @@
  * @module
  */
 
-import type { Dialect } from "./catalogue.ts";
+/**
+ * Request and feature numbering: `upstream` is the merged protocol (QEMU ≥ 8.2);
+ * `rfc2023` is the April 2023 device-state RFC (F_MIGRATORY_STATE = 17,
+ * SET_DEVICE_STATE_FD = 41, CHECK_DEVICE_STATE = 42), spec §2.6.
+ */
+export type Dialect = "upstream" | "rfc2023";
 
 /** One protocol feature: its upstream bit and name plus per-dialect overrides. */
 export interface ProtocolFeatureRow {

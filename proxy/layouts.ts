@@ -15,8 +15,12 @@
  * @module
  */
 
-import type { Dialect } from "./catalogue.ts";
-import { describeProtocolFeatures, describeStatus, describeVirtioFeatures } from "./features.ts";
+import {
+  describeProtocolFeatures,
+  describeStatus,
+  describeVirtioFeatures,
+  type Dialect,
+} from "./features.ts";
 
 // ---------------------------------------------------------------------------
 // Field tables
