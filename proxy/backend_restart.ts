@@ -128,7 +128,10 @@ export function restartBackend(session: Session, options: RestartOptions): Resta
   const old = new SyncLink(oldSocket, { dialect: model.dialect, timeoutMs: stepTimeoutMs });
   const ack = model.hasProtocol("REPLY_ACK");
   let blob: Uint8Array | undefined;
-  let oldStopped = false;
+  /** A stop request reached the old back-end: the rollback must start it again. */
+  let oldTouched = false;
+  /** The old back-end's rings whose base it reported (stopped), in order. */
+  const stopped: RingModel[] = [];
   let started: RingModel[] = [];
   try {
     fresh = step("connect", () => connectWithin(options.backend, options.connectTimeoutMs ?? 3000));
@@ -143,8 +146,8 @@ export function restartBackend(session: Session, options: RestartOptions): Resta
     pauseStart = performance.now();
     started = model.orderedRings().filter((r) => r.started);
     step("stop old rings", () => {
-      stopRings(old, model, started, ack);
-      oldStopped = true;
+      oldTouched = true;
+      stopRings(old, model, started, ack, stopped);
     });
     if (result.withState) {
       blob = step("save", () => save(old, stepTimeoutMs));
@@ -174,13 +177,16 @@ export function restartBackend(session: Session, options: RestartOptions): Resta
     if (pauseStart !== undefined) result.pauseMs = round(performance.now() - pauseStart);
     fresh?.close();
     channelOurs?.close();
-    if (!oldStopped) {
+    if (!oldTouched) {
       result.rolledBack = "the old back-end serves on (its rings were never stopped)";
     } else {
       try {
-        startRings(old, model, started, ack);
-        result.rolledBack = "the old back-end serves on: its rings were started again from the " +
-          "saved bases";
+        // Only the rings that stopped are started again; every ring QEMU enabled is enabled
+        // again (a stop that failed half-way may have disabled some).
+        startRings(old, model, stopped, ack);
+        result.rolledBack = stopped.length > 0
+          ? "the old back-end serves on: its rings were started again from the saved bases"
+          : "the old back-end serves on: its rings were enabled again (none had stopped)";
       } catch (r) {
         result.rolledBack = `rolling back to the old back-end failed too: ${describe(r)}`;
       }
@@ -437,8 +443,17 @@ function replayMemory(link: SyncLink, model: SessionModel, ack: boolean): void {
   }
 }
 
-/** As QEMU's vhost_dev_stop: disable every enabled ring, then stop each started one. */
-function stopRings(link: SyncLink, model: SessionModel, started: RingModel[], ack: boolean) {
+/**
+ * As QEMU's vhost_dev_stop: disable every enabled ring, then stop each started one; each ring
+ * whose base the back-end reported is added to `stopped`.
+ */
+function stopRings(
+  link: SyncLink,
+  model: SessionModel,
+  started: RingModel[],
+  ack: boolean,
+  stopped: RingModel[],
+) {
   for (const r of model.orderedRings()) {
     if (!r.enabled) continue;
     link.tell(
@@ -457,6 +472,7 @@ function stopRings(link: SyncLink, model: SessionModel, started: RingModel[], ac
       throw new LinkError("GET_VRING_BASE", `answered for ring ${v.getUint32(0, true)}`);
     }
     r.base = v.getUint32(4, true);
+    stopped.push(r);
   }
 }
 
