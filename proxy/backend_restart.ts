@@ -133,11 +133,14 @@ export function restartBackend(session: Session, options: RestartOptions): Resta
   /** The old back-end's rings whose base it reported (stopped), in order. */
   const stopped: RingModel[] = [];
   let started: RingModel[] = [];
+  let link: SyncLink | undefined;
+  /** What the new back-end was told to start: it must stop before the old one resumes. */
+  const startedNew: RingProgress = { kicked: [], enabled: [] };
   try {
     fresh = step("connect", () => connectWithin(options.backend, options.connectTimeoutMs ?? 3000));
-    const link = new SyncLink(fresh, { dialect: model.dialect, timeoutMs: stepTimeoutMs });
-    channelOurs = step("negotiate", () => negotiate(link, model, ack));
-    step("memory table", () => replayMemory(link, model, ack));
+    link = new SyncLink(fresh, { dialect: model.dialect, timeoutMs: stepTimeoutMs });
+    channelOurs = step("negotiate", () => negotiate(link!, model, ack));
+    step("memory table", () => replayMemory(link!, model, ack));
 
     // The old back-end must have nothing half-done in its socket: the relay reads whole frames.
     if (session.back!.channel.partialBytes > 0 || session.back!.channel.pendingOutput > 0) {
@@ -152,11 +155,11 @@ export function restartBackend(session: Session, options: RestartOptions): Resta
     if (result.withState) {
       blob = step("save", () => save(old, stepTimeoutMs));
       result.stateBytes = blob.length;
-      step("load", () => load(link, blob!, stepTimeoutMs));
+      step("load", () => load(link!, blob!, stepTimeoutMs));
     }
-    step("start new rings", () => startRings(link, model, started, ack));
+    step("start new rings", () => startRings(link!, model, started, ack, startedNew));
     const status = model.setup.get("SET_STATUS");
-    if (status) step("status", () => link.tell(status.bytes, status.fds, ack));
+    if (status) step("status", () => link!.tell(status.bytes, status.fds, ack));
     result.pauseMs = round(performance.now() - pauseStart);
     step("swap", () => {
       session.swapBackend(fresh!, channelOurs);
@@ -175,6 +178,11 @@ export function restartBackend(session: Session, options: RestartOptions): Resta
     result.failedStep = current;
     result.error = describe(e);
     if (pauseStart !== undefined) result.pauseMs = round(performance.now() - pauseStart);
+    // Rings started on the new back-end may be running: stop them there before the old one
+    // serves them again, and resume the old one where the new one stopped.
+    const stoppedNew = link && startedNew.kicked.length + startedNew.enabled.length > 0
+      ? stopNewRings(link, startedNew)
+      : "";
     fresh?.close();
     channelOurs?.close();
     if (!oldTouched) {
@@ -190,6 +198,7 @@ export function restartBackend(session: Session, options: RestartOptions): Resta
       } catch (r) {
         result.rolledBack = `rolling back to the old back-end failed too: ${describe(r)}`;
       }
+      result.rolledBack += stoppedNew;
       if (pauseStart !== undefined) result.pauseMs = round(performance.now() - pauseStart);
     }
     model.restarts.push({
@@ -485,9 +494,12 @@ function startRings(
   model: SessionModel,
   rings: RingModel[],
   ack: boolean,
+  progress?: RingProgress,
 ): void {
   for (const r of rings) {
     for (const name of RING_STEPS) {
+      // A kick fd sent starts the ring, even if the back-end then answers a failure.
+      if (name === "SET_VRING_KICK" && r.frames[name]) progress?.kicked.push(r);
       if (name === "SET_VRING_BASE") {
         if (r.base === undefined) continue;
         link.tell(
@@ -503,6 +515,7 @@ function startRings(
   }
   for (const r of model.orderedRings()) {
     if (!r.enabled) continue;
+    progress?.enabled.push(r);
     link.tell(
       link.frame("SET_VRING_ENABLE", { layout: "vring_state", index: r.index, num: 1 }),
       [],
@@ -514,6 +527,50 @@ function startRings(
     if (kick) signalEventFd(kick);
     r.started = true;
   }
+}
+
+/** The rings a back-end was told to start (kick fd sent) and to enable, in order. */
+interface RingProgress {
+  kicked: RingModel[];
+  enabled: RingModel[];
+}
+
+/**
+ * A rollback after the new back-end's rings were started: disables and stops them there, as
+ * QEMU's vhost_dev_stop would, so that it processes nothing more while the old one resumes.
+ * Where the new one got further than the saved base it had taken requests from the guest:
+ * the old one resumes at its base (so that none is served twice) and the note says so.
+ * Returns that note for the rollback line ("" when nothing moved). The disables ask for no
+ * ack: a back-end that refused to enable a ring may refuse this too, and GET_VRING_BASE is what
+ * stops a ring.
+ */
+function stopNewRings(link: SyncLink, progress: RingProgress): string {
+  const moved: string[] = [];
+  try {
+    for (const r of progress.enabled) {
+      link.send(link.frame("SET_VRING_ENABLE", { layout: "vring_state", index: r.index, num: 0 }));
+    }
+    for (const r of progress.kicked) {
+      const reply = link.ask(
+        link.frame("GET_VRING_BASE", { layout: "vring_state", index: r.index, num: 0 }),
+      );
+      closeAll(reply.fds);
+      const v = new DataView(reply.payload.buffer);
+      if (v.getUint32(0, true) !== r.index) {
+        throw new LinkError("GET_VRING_BASE", `answered for ring ${v.getUint32(0, true)}`);
+      }
+      const base = v.getUint32(4, true);
+      if (base !== r.base) moved.push(`ring ${r.index} from ${r.base} to ${base}`);
+      r.base = base;
+    }
+  } catch (e) {
+    return `; the new back-end's rings could not be stopped before it was let go: ${describe(e)}`;
+  }
+  return moved.length === 0
+    ? ""
+    : `; the new back-end had served requests (${
+      moved.join(", ")
+    }): the old one resumes there without the state they changed`;
 }
 
 /** SAVE through a proxy pipe (or the back-end's own fd), to EOF, then CHECK. */
