@@ -81,6 +81,9 @@ const u32 = (b: Uint8Array, at: number) =>
 const u64 = (b: Uint8Array) => new DataView(b.buffer, b.byteOffset, 8).getBigUint64(0, true);
 const HEADER = 12;
 const hex = (v: bigint) => `0x${v.toString(16)}`;
+/** VHOST_F_LOG_ALL: QEMU acks it while it logs dirty pages (a migration), and drops it after. */
+const LOG_ALL = 1n << 26n;
+const LOGGING = "dirty-page logging (a migration is under way)";
 
 /** The model of one session. */
 export class SessionModel {
@@ -123,6 +126,9 @@ export class SessionModel {
       case "SET_FEATURES":
         this.virtioAcked = u64(payload);
         this.#replace(this.setup, "SET_FEATURES", keep());
+        // QEMU's vhost_migration_log(false) after a migration failed or was cancelled: logging
+        // is over (the log area stays with the back-end, unused), the set-up replays again.
+        if ((this.virtioAcked & LOG_ALL) === 0n) this.unsupported.delete(LOGGING);
         return;
       case "SET_STATUS":
         this.#replace(this.setup, "SET_STATUS", keep());
@@ -171,7 +177,7 @@ export class SessionModel {
         return;
       case "SET_LOG_BASE":
       case "SET_LOG_FD":
-        this.unsupported.add("dirty-page logging (a migration is under way)");
+        this.unsupported.add(LOGGING);
         return;
       case "SET_INFLIGHT_FD":
         this.unsupported.add("inflight I/O tracking (SET_INFLIGHT_FD)");
