@@ -22,7 +22,16 @@ import type { LogRecord, RestartStepRecord } from "../../proxy/log_record.ts";
 import { type Rig, rig } from "../support/proxy_rig.ts";
 import { hex, receive } from "../support/differential.ts";
 import { ScriptedListener, type ScriptedPeer } from "../support/scripted_peer.ts";
-import { memTable, PF, readU64, u64, vringAddr, vringFile, vringState } from "../hostile/_wire.ts";
+import {
+  logArea,
+  memTable,
+  PF,
+  readU64,
+  u64,
+  vringAddr,
+  vringFile,
+  vringState,
+} from "../hostile/_wire.ts";
 
 const REQ = 0x1, NEED_REPLY = 0x9, REPLY = 0x5;
 
@@ -31,6 +40,7 @@ const CODES = {
   SET_FEATURES: 2,
   SET_OWNER: 3,
   SET_MEM_TABLE: 5,
+  SET_LOG_BASE: 6,
   SET_VRING_NUM: 8,
   SET_VRING_ADDR: 9,
   SET_VRING_BASE: 10,
@@ -49,7 +59,10 @@ type Name = keyof typeof CODES;
 const NAMES = new Map<number, Name>(Object.entries(CODES).map(([k, v]) => [v, k as Name]));
 
 const VIRTIO = (1n << 32n) | (1n << 30n); // VERSION_1, PROTOCOL_FEATURES
-const PROTOCOL = PF.REPLY_ACK | PF.BACKEND_REQ | PF.DEVICE_STATE;
+const LOG_ALL = 1n << 26n;
+/** The back-ends offer dirty-page logging too; QEMU acks it only while migrating. */
+const OFFERED = VIRTIO | LOG_ALL;
+const PROTOCOL = PF.REPLY_ACK | PF.BACKEND_REQ | PF.DEVICE_STATE | PF.LOG_SHMFD;
 const RINGS = [0, 1];
 const RING_NUM = 128;
 /** What the old back-end reports from GET_VRING_BASE: the guest got this far. */
@@ -117,8 +130,8 @@ const stateParams = (direction: number) => {
   return p;
 };
 const mem = () => memTable([{ gpa: 0n, size: BigInt(GUEST_RAM), uaddr: 0x7f00_0000_0000n }]);
-const addr = (q: number) =>
-  vringAddr({ index: q, desc: 0x1000n * BigInt(q + 1), used: 0x10000n, avail: 0x20000n });
+const addr = (q: number, flags = 0) =>
+  vringAddr({ index: q, flags, desc: 0x1000n * BigInt(q + 1), used: 0x10000n, avail: 0x20000n });
 
 /** Which request a scripted back-end refuses, and how. */
 interface Refusal {
@@ -173,7 +186,10 @@ class Backend {
       this.peer.send({ request: got.request, flags: REPLY, payload });
     switch (name) {
       case "GET_FEATURES":
-        reply(u64(VIRTIO));
+        reply(u64(OFFERED));
+        break;
+      case "SET_LOG_BASE": // always answered with F_LOG_SHMFD
+        reply(u64(0));
         break;
       case "GET_PROTOCOL_FEATURES":
         reply(u64(PROTOCOL));
@@ -229,20 +245,33 @@ function readAll(fd: OwnedFd): Uint8Array {
   return new Uint8Array(out);
 }
 
-/** QEMU's start-up through the proxy, answered by `back`; returns what QEMU keeps. */
-function startUp(r: Rig, back: Backend, labels: Labels): { channel: OwnedFd } {
-  const ask = (name: Name, flags: number, payload: Uint8Array = empty, fds: OwnedFd[] = []) => {
+/** QEMU sends `name` through the proxy, `back` serves it; returns the reply's payload. */
+function qemuSends(
+  r: Rig,
+  back: Backend,
+  name: Name,
+  flags: number,
+  payload: Uint8Array = empty,
+  fds: OwnedFd[] = [],
+): Uint8Array {
+  {
     r.front.send({ request: CODES[name], flags, payload, fds });
     while (!back.serve()) { /* the proxy relays it */ }
-    if (name.startsWith("GET_") || flags === NEED_REPLY) {
+    if (name.startsWith("GET_") || name === "SET_LOG_BASE" || flags === NEED_REPLY) {
       const reply = r.front.expect();
       assert.equal(reply.request, CODES[name]);
       closeAll(reply.fds);
       return reply.payload;
     }
     return empty;
-  };
-  assert.equal(readU64(ask("GET_FEATURES", REQ)), VIRTIO);
+  }
+}
+
+/** QEMU's start-up through the proxy, answered by `back`; returns what QEMU keeps. */
+function startUp(r: Rig, back: Backend, labels: Labels): { channel: OwnedFd } {
+  const ask = (name: Name, flags: number, payload: Uint8Array = empty, fds: OwnedFd[] = []) =>
+    qemuSends(r, back, name, flags, payload, fds);
+  assert.equal(readU64(ask("GET_FEATURES", REQ)), OFFERED);
   assert.equal(readU64(ask("GET_PROTOCOL_FEATURES", REQ)), PROTOCOL);
   ask("SET_PROTOCOL_FEATURES", REQ, u64(PROTOCOL));
   ask("SET_OWNER", NEED_REPLY);
@@ -354,7 +383,7 @@ function qemuGoesOnWith(r: Rig, back: Backend): void {
   assert.match(back.seen.at(-1)!, /^GET_FEATURES /);
   const reply = r.front.expect();
   assert.equal(reply.request, CODES.GET_FEATURES);
-  assert.equal(readU64(reply.payload), VIRTIO);
+  assert.equal(readU64(reply.payload), OFFERED);
 }
 
 async function withRestartRig(
@@ -587,5 +616,38 @@ Deno.test("restart-backend to a socket nobody listens on fails at connect and to
     assert.equal(result.pauseMs, 0);
     assert.deepEqual(old.seen.slice(before), []);
     qemuGoesOnWith(r, old);
+  });
+});
+
+Deno.test("restart-backend is refused while QEMU logs dirty pages (a migration) and possible again once it stopped logging (the migration failed)", async () => {
+  await withRestartRig(async (r, old, labels, listener) => {
+    // QEMU's vhost_migration_log(true): the log area, then LOG_ALL and logged ring addresses.
+    const log = createMemfd("dirty-log", 4096);
+    qemuSends(r, old, "SET_LOG_BASE", REQ, logArea(4096n), [log]);
+    qemuSends(r, old, "SET_FEATURES", NEED_REPLY, u64(VIRTIO | LOG_ALL));
+    for (const q of RINGS) qemuSends(r, old, "SET_VRING_ADDR", NEED_REPLY, addr(q, 1));
+    const before = old.seen.length;
+    const next = { listener, labels, peer: undefined as Backend | undefined };
+    const refused = await restartServing(r, old, next);
+    assert.equal(refused.ok, false);
+    assert.equal(refused.failedStep, "check");
+    assert.match(String(refused.error), /dirty-page logging/);
+    assert.equal(refused.rolledBack, "nothing was changed");
+    assert.equal(next.peer, undefined, "nobody was connected");
+    assert.deepEqual(old.seen.slice(before), []);
+
+    // vhost_migration_log(false), the migration having failed: LOG_ALL off, rings unlogged.
+    qemuSends(r, old, "SET_FEATURES", NEED_REPLY, u64(VIRTIO));
+    for (const q of RINGS) qemuSends(r, old, "SET_VRING_ADDR", NEED_REPLY, addr(q));
+    const result = await restartServing(r, old, next);
+    assert.equal(result.ok, true, JSON.stringify(result));
+    // The new back-end gets the set-up as it is now: no LOG_ALL, no log flag on the rings.
+    assert.deepEqual(next.peer!.seen, [
+      ...expectedPrepare(),
+      line("SET_DEVICE_STATE_FD", stateParams(1), ["pipe-r"], false),
+      line("CHECK_DEVICE_STATE", empty, [], false),
+      ...expectedStart(),
+    ]);
+    next.peer!.close();
   });
 });
