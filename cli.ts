@@ -22,6 +22,12 @@ import { type ControlServer, parseControlRequest, serveControl } from "./proxy/c
 import { ctlCommand } from "./proxy/ctl_command.ts";
 import { parseFaults } from "./proxy/faults.ts";
 import { stateShow } from "./proxy/state_show.ts";
+import {
+  DEFAULT_FINGERPRINT,
+  FINGERPRINT_ALGORITHMS,
+  hashesInline,
+  isFingerprintAlgorithm,
+} from "./proxy/fingerprint.ts";
 import { runBackendWrapper } from "./proxy/backend_wrapper.ts";
 import {
   diffLogs,
@@ -82,9 +88,11 @@ const ENGINE_HELP =
   --state-dump <dir>       save every device-state blob into <dir> (an existing, writable
                            directory) as session-<n>-<save|load>-<k>.bin
   --state-buffer           read the whole state before delivering it (validated first)
-  --state-hash sha256|off  fingerprint every transfer (default sha256; off = pure splice)
+  --state-hash <alg>       fingerprint every transfer: xxh3-128 (default, inline at stream
+                           speed), blake3 or sha256 (both trail the stream on a thread);
+                           off = none, a pipe-to-pipe transfer is pure splice
   --state-hash-backlog <MiB>
-                           how far the SHA-256 may trail the stream, held in memory
+                           how far a sha256/blake3 hash may trail the stream, held in memory
                            (default 256; 0 = hash inline, the transfer waits for it)
   --fault <spec>           inject a device-state fault (repeatable; relay or emulate):
                            state-corrupt, state-truncate:<bytes>, state-delay:<ms>,
@@ -389,6 +397,13 @@ function refuseContradictions(values: EngineValues, mode: string, topic: string)
   if (values["state-hash"] === "off" && values["state-hash-backlog"] !== undefined) {
     warn(topic, "--state-hash-backlog does nothing with --state-hash off");
   }
+  const algorithm = values["state-hash"] ?? DEFAULT_FINGERPRINT;
+  if (
+    values["state-hash-backlog"] !== undefined && isFingerprintAlgorithm(algorithm) &&
+    hashesInline(algorithm)
+  ) {
+    warn(topic, `--state-hash-backlog does nothing with --state-hash ${algorithm} (hashed inline)`);
+  }
 }
 
 /** `--state-dump <dir>` must be a directory the proxy can write into, known before listening. */
@@ -466,16 +481,20 @@ function engineFrom(values: EngineValues, topic: string) {
     throw new UsageError(`--device-state must be relay, emulate or off, not "${mode}"`, topic);
   }
   const socketMode = socketModeOf(values["socket-mode"], topic);
-  const hash = values["state-hash"] ?? "sha256";
-  if (hash !== "sha256" && hash !== "off") {
-    throw new UsageError(`--state-hash must be sha256 or off, not "${hash}"`, topic);
+  const hash = values["state-hash"] ?? DEFAULT_FINGERPRINT;
+  if (hash !== "off" && !isFingerprintAlgorithm(hash)) {
+    throw new UsageError(
+      `--state-hash must be ${FINGERPRINT_ALGORITHMS.join(", ")} or off, not "${hash}"`,
+      topic,
+    );
   }
   refuseContradictions(values, mode, topic);
   const deviceState: DeviceStateConfig = {
     mode,
     dumpDir: values["state-dump"],
     buffer: values["state-buffer"],
-    hash: hash === "sha256",
+    hash: hash !== "off",
+    hashAlgorithm: hash === "off" ? undefined : hash,
     hashBacklogMiB: intOf(
       values["state-hash-backlog"],
       "--state-hash-backlog",

@@ -48,6 +48,7 @@ import type {
 import { timestamp } from "./log_record.ts";
 import { payloadU64, withPayloadU64 } from "./u64_payload.ts";
 import { type CopyResult, StateCopy } from "./state_copy.ts";
+import { DEFAULT_FINGERPRINT, type FingerprintAlgorithm, hashesInline } from "./fingerprint.ts";
 import { InlineHash, type PendingDigest, type TrailingHasher } from "./stream_hash.ts";
 import { decodeVirtiofsdState, summarizeVirtiofsdState } from "./virtiofsd_state.ts";
 import { translateProtocolFeatures } from "./dialect.ts";
@@ -96,7 +97,7 @@ export function deviceStateHooksWith(shared: DeviceStateShared): DeviceStateFact
 /** Builds the per-session handler; transfers are hashed inline. */
 export const deviceStateHooks: DeviceStateFactory = deviceStateHooksWith({});
 
-/** A transfer-end record held back; `digest` is the trailing SHA-256 it waits for. */
+/** A transfer-end record held back; `digest` is the trailing fingerprint it waits for. */
 interface DeferredRecord {
   digest?: PendingDigest;
   write: () => void;
@@ -409,6 +410,7 @@ class DeviceStateHandler implements DeviceStateHooks {
       faults: { corrupt: faults.corrupt, truncateAt: faults.truncateAt, delayMs: faults.delayMs },
       keepUpTo: this.#config.hash === false ? 0 : KEEP_FOR_SUMMARY,
       hash: this.#config.hash !== false,
+      algorithm: this.#algorithm,
       hasher: this.#shared.hasher,
       onDone: (result) =>
         this.#guarded(t, "ending the copy", () => this.#copyDone(t, result, dump)),
@@ -437,6 +439,11 @@ class DeviceStateHandler implements DeviceStateHooks {
     });
   }
 
+  /** The fingerprint's algorithm (`--state-hash`). */
+  get #algorithm(): FingerprintAlgorithm {
+    return this.#config.hashAlgorithm ?? DEFAULT_FINGERPRINT;
+  }
+
   #copyDone(t: Transfer, result: CopyResult, dump: string | undefined): void {
     t.outcome = { ok: result.ok, error: result.error };
     const record: TransferEndRecord = {
@@ -463,13 +470,15 @@ class DeviceStateHandler implements DeviceStateHooks {
     this.#deferred.push({
       digest,
       write: () => {
-        const sha256 = digest?.value;
-        if (sha256 !== undefined) {
-          record.sha256 = sha256;
+        const value = digest?.value;
+        if (value !== undefined) {
+          record.fingerprint = { algorithm: digest!.algorithm, value };
+          // Old tools and logs read `sha256`: it stays, for that algorithm.
+          if (digest!.algorithm === "sha256") record.sha256 = value;
           if (digest!.trailMs! > 0) record.hashTrailMs = round(digest!.trailMs!);
         } else if (digest) {
           record.hashError =
-            `the SHA-256 was not ready ${DIGEST_WAIT_MS} ms after the session ended`;
+            `the ${digest.algorithm} fingerprint was not ready ${DIGEST_WAIT_MS} ms after the session ended`;
         }
         if (result.blob) {
           try {
@@ -485,7 +494,10 @@ class DeviceStateHandler implements DeviceStateHooks {
     });
     this.#deferredTimer ??= this.#s.reactor.setTimer(RECORD_DELAY_MS, () => this.#flushDeferred());
     const startHasher = this.#shared.startHasher;
-    if (digest && startHasher && !this.#shared.hasher && result.bytes >= TRAILING_FROM_BYTES) {
+    if (
+      digest && startHasher && !this.#shared.hasher && !hashesInline(digest.algorithm) &&
+      result.bytes >= TRAILING_FROM_BYTES
+    ) {
       this.#s.reactor.setTimer(RECORD_DELAY_MS, startHasher);
     }
   }
@@ -662,7 +674,8 @@ class DeviceStateHandler implements DeviceStateHooks {
         bytes,
         bytesIn: bytes,
         durationMs: performance.now() - started,
-        digest: sha256Of(blob),
+        // `--state-hash off` still fingerprints an emulated state with SHA-256, as before.
+        digest: digestOf(this.#config.hash === false ? "sha256" : this.#algorithm, blob),
         blob,
       };
       if (error) result.error = error;
@@ -861,8 +874,8 @@ function round(n: number): number {
   return Math.round(n * 10) / 10;
 }
 
-function sha256Of(bytes: Uint8Array): PendingDigest {
-  const hash = new InlineHash();
+function digestOf(algorithm: FingerprintAlgorithm, bytes: Uint8Array): PendingDigest {
+  const hash = new InlineHash(algorithm);
   hash.update(bytes);
   return hash.end();
 }

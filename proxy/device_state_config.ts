@@ -5,15 +5,19 @@
  * @module
  */
 
+import type { FingerprintAlgorithm } from "./fingerprint.ts";
+
 /** Device-state behaviour: relay (default), emulate, off; dumps, buffering, faults, commands. */
 export interface DeviceStateConfig {
   mode: "relay" | "emulate" | "off";
   dumpDir?: string;
   buffer?: boolean;
-  /** SHA-256 every transfer (default true). */
+  /** Fingerprint every transfer (default true). */
   hash?: boolean;
+  /** The fingerprint's algorithm (`--state-hash`; default xxh3-128). */
+  hashAlgorithm?: FingerprintAlgorithm;
   /**
-   * MiB the SHA-256 may trail a transfer by, on its own thread (default
+   * MiB a SHA-256 or BLAKE3 fingerprint may trail a transfer by, on its own thread (default
    * {@linkcode DEFAULT_HASH_BACKLOG_MIB}); 0 hashes inline, before the transfer ends.
    */
   hashBacklogMiB?: number;

@@ -21,6 +21,7 @@ import {
 } from "./engine.ts";
 import type { LogRecord } from "./log_record.ts";
 import { deviceStateHooksWith, type DeviceStateShared } from "./device_state.ts";
+import { DEFAULT_FINGERPRINT, fingerprintsReady, hashesInline } from "./fingerprint.ts";
 import { TrailingHasher } from "./stream_hash.ts";
 import { warmUpDeviceState } from "./warm_up.ts";
 import { warmUpSession } from "./warm_up_session.ts";
@@ -83,12 +84,15 @@ function waitForLogWriter(progress: Int32Array): void {
 async function main(): Promise<void> {
   const start = await nextCommand();
   if (start.type !== "start") return;
+  await fingerprintsReady;
   let batch: LogRecord[] = [];
   const progress = new Int32Array(start.progress);
   const ds = start.config.deviceState;
   const backlogMiB = ds.hashBacklogMiB ?? DEFAULT_HASH_BACKLOG_MIB;
   const shared: DeviceStateShared = {};
-  if (ds.mode === "relay" && ds.hash !== false && backlogMiB > 0) {
+  // xxh3-128 (the default) keeps up with the stream inline: no thread, no backlog.
+  const trails = !hashesInline(ds.hashAlgorithm ?? DEFAULT_FINGERPRINT);
+  if (ds.mode === "relay" && ds.hash !== false && trails && backlogMiB > 0) {
     shared.startHasher = () => {
       shared.hasher ??= new TrailingHasher(engine.reactor, { maxBacklogBytes: backlogMiB << 20 });
     };
@@ -105,7 +109,7 @@ async function main(): Promise<void> {
   engine.reactor.add(wake);
   if (ds.mode === "relay") {
     try {
-      warmUpDeviceState();
+      warmUpDeviceState(ds.hashAlgorithm);
       warmUpSession(ds, hooks, WARM_UP_ROUNDS);
     } catch {
       // Only an optimisation: real transfers report their own errors.

@@ -6,7 +6,8 @@
  * - i32 [0] state: 0 hashing, 1 digest published;
  * - i32 [1] the relay waits for the backlog to shrink (set by the relay, cleared by the worker);
  * - i64 at byte 8: bytes hashed so far;
- * - 32 bytes at byte 16: the digest, valid once state is 1.
+ * - 32 bytes at byte 16: the digest, valid once state is 1;
+ * - i32 at byte 48: the digest's length in bytes (16 for xxh3-128, 32 for SHA-256 and BLAKE3).
  *
  * The relay sets "waiting" and then re-reads "hashed"; the worker adds to "hashed" and then
  * clears "waiting". Both are sequentially consistent atomics, so either the relay sees the
@@ -19,16 +20,19 @@
 export type HashCommand =
   /** `arena`: the mapping the chunks live in (ffi/memory.ts), by address. */
   | { type: "init"; wakeFd: number; nice: number; arena: { address: number; bytes: number } }
-  | { type: "open"; id: number; control: SharedArrayBuffer }
+  | { type: "open"; id: number; algorithm: FingerprintAlgorithm; control: SharedArrayBuffer }
   /** `bytes` bytes at `offset` of the arena; the relay reuses them once they are hashed. */
   | { type: "data"; id: number; offset: number; bytes: number }
   | { type: "end"; id: number }
   | { type: "drop"; id: number };
 
+import type { FingerprintAlgorithm } from "./fingerprint.ts";
+
 const STATE = 0;
 const WAITING = 1;
 const DIGEST_AT = 16;
 const DIGEST_BYTES = 32;
+const LENGTH_AT = 48;
 
 /** Typed views of one control block. */
 export class HashControl {
@@ -60,7 +64,8 @@ export class HashControl {
 
   /** Worker: stores the digest, then marks it published. */
   publish(digest: Uint8Array): void {
-    new Uint8Array(this.buffer, DIGEST_AT, DIGEST_BYTES).set(digest);
+    new Uint8Array(this.buffer, DIGEST_AT, DIGEST_BYTES).set(digest.subarray(0, DIGEST_BYTES));
+    new DataView(this.buffer).setInt32(LENGTH_AT, Math.min(digest.length, DIGEST_BYTES), true);
     Atomics.store(this.#i32, STATE, 1);
     Atomics.notify(this.#i32, STATE);
   }
@@ -68,7 +73,8 @@ export class HashControl {
   /** The hex digest once published. */
   digest(): string | undefined {
     if (Atomics.load(this.#i32, STATE) !== 1) return undefined;
-    const bytes = new Uint8Array(this.buffer, DIGEST_AT, DIGEST_BYTES);
+    const length = new DataView(this.buffer).getInt32(LENGTH_AT, true);
+    const bytes = new Uint8Array(this.buffer, DIGEST_AT, length);
     return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
   }
 

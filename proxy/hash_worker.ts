@@ -1,8 +1,9 @@
 /**
- * Worker entry: SHA-256 of device-state streams, behind the transfer instead of inside it.
+ * Worker entry: the slower fingerprints (SHA-256, BLAKE3) of device-state streams, behind the
+ * transfer instead of inside it (xxh3-128, the default, keeps up inline and never comes here).
  *
- * A 2-core machine cannot both move a large state at pipe speed and hash it before CHECK: the
- * hash alone runs at ~1.4 GiB/s per core. So the relay hands the bytes over here and goes on
+ * A 2-core machine cannot both move a large state at pipe speed and hash it with SHA-256 before
+ * CHECK: that hash alone runs at ~1.4 GiB/s per core. So the relay hands the bytes over here and goes on
  * delivering; this thread runs at the lowest priority (nice 19), taking the CPU the transfer
  * leaves idle, and publishes progress and the digest through a shared control block, then
  * wakes the relay's poll loop with an eventfd (a loop blocked in poll() cannot see a message).
@@ -15,14 +16,15 @@
 
 /// <reference lib="deno.worker" />
 
-import { createHash, type Hash } from "node:crypto";
+import { createHash } from "node:crypto";
+import { createDigester, type Digester, fingerprintsReady } from "./fingerprint.ts";
 import { viewOfMapping } from "../ffi/memory.ts";
 import { signalEventFd } from "../ffi/poll.ts";
 import { setThreadNice } from "../ffi/thread.ts";
 import { type HashCommand, HashControl } from "./hash_control.ts";
 
 interface Job {
-  hash: Hash;
+  hash: Digester;
   control: HashControl;
 }
 
@@ -34,8 +36,19 @@ function wakeEngine(): void {
   if (wakeFd >= 0) signalEventFd(wakeFd);
 }
 
+/** Commands that came before the WebAssembly hashes were ready, in order. */
+let early: HashCommand[] | undefined = [];
+fingerprintsReady.then(() => {
+  for (const cmd of early!) handle(cmd);
+  early = undefined;
+});
+
 self.onmessage = (e: MessageEvent<HashCommand>) => {
-  const cmd = e.data;
+  if (early) early.push(e.data);
+  else handle(e.data);
+};
+
+function handle(cmd: HashCommand): void {
   switch (cmd.type) {
     case "init":
       wakeFd = cmd.wakeFd;
@@ -50,7 +63,10 @@ self.onmessage = (e: MessageEvent<HashCommand>) => {
       createHash("sha256").update(new Uint8Array(64)).digest();
       break;
     case "open":
-      jobs.set(cmd.id, { hash: createHash("sha256"), control: new HashControl(cmd.control) });
+      jobs.set(cmd.id, {
+        hash: createDigester(cmd.algorithm),
+        control: new HashControl(cmd.control),
+      });
       break;
     case "data": {
       const job = jobs.get(cmd.id);
@@ -72,4 +88,4 @@ self.onmessage = (e: MessageEvent<HashCommand>) => {
       jobs.delete(cmd.id);
       break;
   }
-};
+}

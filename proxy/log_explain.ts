@@ -42,8 +42,14 @@ export interface ExplainEvent {
 
 /** The fingerprints of the state as each side's proxy saw it. */
 export interface ExplainFingerprints {
-  /** Algorithm the compared digests use (`sha256`). */
+  /**
+   * Algorithm the compared digests use (`xxh3-128`, `sha256`, `blake3`); the source's when the
+   * two sides used different ones (then `destinationAlgorithm` names the other, and there is no
+   * `equal`).
+   */
   algorithm?: string;
+  /** The destination's algorithm, when it differs from the source's. */
+  destinationAlgorithm?: string;
   /** Digest of the bytes the source proxy delivered to QEMU. */
   source?: string;
   /** Digest of the bytes the destination proxy delivered to its back-end. */
@@ -226,7 +232,8 @@ function gather(records: readonly LogRecord[], role: MigrationRole, session: num
             ? `${r.bytes} bytes`
             : `${r.bytes} of ${r.bytesIn} bytes delivered`;
           const faults = r.faults?.length ? `, faults ${r.faults.join(", ")}` : "";
-          const digest = r.sha256 ? `, sha256 ${r.sha256.slice(0, 16)}…` : "";
+          const fp = recordFingerprint(r);
+          const digest = fp ? `, ${fp.algorithm} ${fp.value.slice(0, 16)}…` : "";
           event(
             r.ts,
             r.direction,
@@ -453,14 +460,32 @@ function sideFailure(f: SideFacts, other?: SideFacts): Verdict | undefined {
   return undefined;
 }
 
+/**
+ * The fingerprint of a transfer-end record: its `fingerprint` field or, in a log written before
+ * that field existed, its `sha256`; undefined when the transfer was not hashed.
+ */
+export function recordFingerprint(
+  r: Pick<TransferEndRecord, "fingerprint" | "sha256">,
+): { algorithm: string; value: string } | undefined {
+  if (r.fingerprint) return r.fingerprint;
+  return r.sha256 ? { algorithm: "sha256", value: r.sha256 } : undefined;
+}
+
 function fingerprints(src?: SideFacts, dst?: SideFacts): ExplainFingerprints {
-  const a = src?.end?.sha256;
-  const b = dst?.end?.sha256;
+  let a = src?.end && recordFingerprint(src.end);
+  let b = dst?.end && recordFingerprint(dst.end);
+  // One side of an older proxy (SHA-256 only) and one that logged SHA-256 beside another
+  // fingerprint compare on SHA-256.
+  if (a && b && a.algorithm !== b.algorithm && src!.end!.sha256 && dst!.end!.sha256) {
+    a = { algorithm: "sha256", value: src!.end!.sha256 };
+    b = { algorithm: "sha256", value: dst!.end!.sha256 };
+  }
   const out: ExplainFingerprints = {};
-  if (a || b) out.algorithm = "sha256";
-  if (a) out.source = a;
-  if (b) out.destination = b;
-  if (a && b) out.equal = a === b;
+  if (a || b) out.algorithm = (a ?? b)!.algorithm;
+  if (a) out.source = a.value;
+  if (b) out.destination = b.value;
+  if (a && b && a.algorithm !== b.algorithm) out.destinationAlgorithm = b.algorithm;
+  else if (a && b) out.equal = a.value === b.value;
   return out;
 }
 
@@ -477,11 +502,11 @@ function refineRejection(v: Verdict, src: SideFacts | undefined, dst: SideFacts)
     : undefined;
   let reason = v.reason;
   if (fp.equal === false) {
-    reason += `; the bytes it received differ from those the source saved (sha256 ${
+    reason += `; the bytes it received differ from those the source saved (${fp.algorithm} ${
       fp.source!.slice(0, 16)
     }… saved, ${fp.destination!.slice(0, 16)}… loaded)`;
   } else if (fp.equal === true) {
-    reason += `; it received exactly the bytes the source saved (sha256 ${
+    reason += `; it received exactly the bytes the source saved (${fp.algorithm} ${
       fp.source!.slice(0, 16)
     }… on both sides)`;
   }
@@ -627,8 +652,11 @@ export function formatExplanation(e: Explanation): string {
   const fp = e.fingerprints;
   if (fp.source || fp.destination) {
     const cmp = fp.equal === undefined ? "" : fp.equal ? "  (equal)" : "  (DIFFER)";
+    const algorithm = fp.destinationAlgorithm
+      ? `source ${fp.algorithm}, destination ${fp.destinationAlgorithm}: not comparable`
+      : fp.algorithm;
     lines.push(
-      `Fingerprints (${fp.algorithm}): source ${fp.source ?? "–"}, destination ${
+      `Fingerprints (${algorithm}): source ${fp.source ?? "–"}, destination ${
         fp.destination ?? "–"
       }${cmp}`,
     );

@@ -140,11 +140,16 @@ export interface TransferEndRecord {
   bytesIn: number;
   durationMs: number;
   throughputMiBps: number;
-  /** Hex SHA-256 of the delivered bytes; absent with `--state-hash off`. */
+  /**
+   * The fingerprint of the delivered bytes and its algorithm (`--state-hash`, default
+   * xxh3-128); absent with `--state-hash off`. Logs written before it have only `sha256`.
+   */
+  fingerprint?: { algorithm: "xxh3-128" | "blake3" | "sha256"; value: string };
+  /** Hex SHA-256 of the delivered bytes, when the fingerprint is SHA-256 (as before). */
   sha256?: string;
   /** How long after the end of the stream the trailing hash finished (absent when inline). */
   hashTrailMs?: number;
-  /** Why `sha256` is missing although hashing was on. */
+  /** Why `fingerprint` is missing although hashing was on. */
   hashError?: string;
   error?: string;
   /** File the blob was saved to (`--state-dump`). */

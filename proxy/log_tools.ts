@@ -6,6 +6,7 @@
  * @module
  */
 
+import { recordFingerprint } from "./log_explain.ts";
 import { formatRecord } from "./log_format.ts";
 import type { LogRecord, MessageRecord, TransferEndRecord } from "./log_record.ts";
 
@@ -413,6 +414,8 @@ export interface LogSummary {
     bytes: number;
     durationMs: number;
     sha256?: string;
+    /** The fingerprint and its algorithm (from `sha256` in logs written before it). */
+    fingerprint?: { algorithm: string; value: string };
     error?: string;
   }[];
   sessionEnds: { session: number; reason: string; closedBy?: string }[];
@@ -497,6 +500,7 @@ export function summarizeLog(
             bytes: t.bytes,
             durationMs: t.durationMs,
             sha256: t.sha256,
+            fingerprint: recordFingerprint(t),
             error: t.error,
           });
         } else if (r.event === "check") {
@@ -548,9 +552,9 @@ export function formatSummary(s: LogSummary): string[] {
       lines.push(
         `  s${t.session} ${t.direction} ${
           t.ok ? "ok" : "FAILED"
-        } ${t.bytes} bytes ${t.durationMs} ms sha256=${t.sha256 ?? "(off)"}${
-          t.error ? ` (${t.error})` : ""
-        }`,
+        } ${t.bytes} bytes ${t.durationMs} ms ${
+          t.fingerprint ? `${t.fingerprint.algorithm}=${t.fingerprint.value}` : "fingerprint=(off)"
+        }${t.error ? ` (${t.error})` : ""}`,
       );
     }
   }

@@ -6,7 +6,11 @@
 
 import { createHash } from "node:crypto";
 import { summarizeBlob } from "./device_state.ts";
+import { DEFAULT_FINGERPRINT, fingerprintOf, fingerprintsReady } from "./fingerprint.ts";
 import { ioCause } from "./log_tools.ts";
+
+// Loaded by the CLI on the main thread only (a top-level await is safe there, not in a Worker).
+await fingerprintsReady;
 
 /** Prints a summary of the blob at `path`; returns the exit code. */
 export function stateShow(path: string, options: { json?: boolean } = {}): number {
@@ -21,6 +25,8 @@ export function stateShow(path: string, options: { json?: boolean } = {}): numbe
   const out = {
     file: path,
     bytes: blob.length,
+    // The default fingerprint, as a transfer-end record carries it, and the SHA-256 as before.
+    fingerprint: fingerprintOf(DEFAULT_FINGERPRINT, blob),
     sha256: createHash("sha256").update(blob).digest("hex"),
     ...summary,
   };
@@ -33,6 +39,8 @@ export function stateShow(path: string, options: { json?: boolean } = {}): numbe
         for (const item of v) {
           console.log(`  ${typeof item === "object" ? JSON.stringify(item) : item}`);
         }
+      } else if (k === "fingerprint") {
+        console.log(`fingerprint: ${out.fingerprint.algorithm} ${out.fingerprint.value}`);
       } else {
         console.log(`${k}: ${typeof v === "object" ? JSON.stringify(v) : v}`);
       }

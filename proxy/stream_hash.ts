@@ -1,7 +1,8 @@
 /**
- * How a state transfer hashes the bytes it moves: inline on the relay thread, or trailing on
- * a low-priority worker thread (`TrailingHasher`), so that the transfer, and with it the
- * migration's downtime, does not wait for SHA-256.
+ * How a state transfer fingerprints the bytes it moves (proxy/fingerprint.ts): inline on the
+ * relay thread (`InlineHash`: xxh3-128, the default, keeps up with the stream), or trailing on a
+ * low-priority worker thread (`TrailingHasher`, for SHA-256 and BLAKE3), so that the transfer,
+ * and with it the migration's downtime, does not wait for a slower hash.
  *
  * Trailing, the transfer ends (the reader sees EOF, CHECK_DEVICE_STATE can be answered) while
  * the digest is still being computed; the bytes not yet hashed wait in memory (1 MiB chunks of
@@ -12,7 +13,13 @@
  * @module
  */
 
-import { createHash, type Hash } from "node:crypto";
+import {
+  createDigester,
+  DEFAULT_FINGERPRINT,
+  type Digester,
+  type FingerprintAlgorithm,
+  toHex,
+} from "./fingerprint.ts";
 import type { OwnedFd } from "../ffi/fd.ts";
 import { MappedMemory } from "../ffi/memory.ts";
 import { createEventFd, drainEventFd, POLLIN } from "../ffi/poll.ts";
@@ -23,7 +30,9 @@ const CHUNK = 1 << 20;
 
 /** A digest that may not be known yet. */
 export interface PendingDigest {
-  /** The hex SHA-256, once known. */
+  /** The algorithm of `value`. */
+  readonly algorithm: FingerprintAlgorithm;
+  /** The hex digest, once known. */
   readonly value: string | undefined;
   /** Milliseconds from the end of the stream to the digest, once known (0 inline). */
   readonly trailMs: number | undefined;
@@ -57,10 +66,16 @@ export interface StreamHash {
   kept?(): Uint8Array | undefined;
 }
 
-/** SHA-256 on the calling thread: the digest is known when the stream ends. */
+/** A digest on the calling thread: known when the stream ends. */
 export class InlineHash implements StreamHash, PendingDigest {
-  readonly #hash: Hash = createHash("sha256");
+  readonly algorithm: FingerprintAlgorithm;
+  readonly #hash: Digester;
   #value: string | undefined;
+
+  constructor(algorithm: FingerprintAlgorithm = DEFAULT_FINGERPRINT) {
+    this.algorithm = algorithm;
+    this.#hash = createDigester(algorithm);
+  }
 
   update(chunk: Uint8Array): void {
     this.#hash.update(chunk);
@@ -71,7 +86,7 @@ export class InlineHash implements StreamHash, PendingDigest {
   }
 
   end(): PendingDigest {
-    this.#value ??= this.#hash.digest("hex");
+    this.#value ??= toHex(this.#hash.digest());
     return this;
   }
 
@@ -146,12 +161,12 @@ export class TrailingHasher implements Watch {
     reactor.add(this);
   }
 
-  /** A new stream to hash. */
-  start(): StreamHash {
+  /** A new stream to hash with `algorithm` (default SHA-256). */
+  start(algorithm: FingerprintAlgorithm = "sha256"): StreamHash & PendingDigest {
     this.#release?.cancel();
     this.#release = undefined;
     this.#active++;
-    return new TrailingHash(this, this.#nextId++);
+    return new TrailingHash(this, this.#nextId++, algorithm);
   }
 
   get fd(): number {
@@ -224,6 +239,7 @@ export class TrailingHasher implements Watch {
 
 /** One stream hashed by the {@linkcode TrailingHasher}'s worker. */
 class TrailingHash implements StreamHash, PendingDigest {
+  readonly algorithm: FingerprintAlgorithm;
   readonly #hasher: TrailingHasher;
   readonly #id: number;
   readonly #control = new HashControl();
@@ -240,10 +256,11 @@ class TrailingHash implements StreamHash, PendingDigest {
   /** Chunks are not reused while the stream fits in this (see `retain`). */
   #retainMax = -1;
 
-  constructor(hasher: TrailingHasher, id: number) {
+  constructor(hasher: TrailingHasher, id: number, algorithm: FingerprintAlgorithm) {
+    this.algorithm = algorithm;
     this.#hasher = hasher;
     this.#id = id;
-    hasher.send({ type: "open", id, control: this.#control.buffer });
+    hasher.send({ type: "open", id, algorithm, control: this.#control.buffer });
   }
 
   update(bytes: Uint8Array): void {

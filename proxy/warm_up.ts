@@ -12,10 +12,11 @@
 
 import { createPipe, writeAll } from "../ffi/pipe.ts";
 import { Reactor } from "../ffi/reactor.ts";
+import type { FingerprintAlgorithm } from "./fingerprint.ts";
 import { StateCopy } from "./state_copy.ts";
 
 /** Sixteen KiB through a hashed splice copy and a read/write copy, on a private reactor. */
-export function warmUpDeviceState(): void {
+export function warmUpDeviceState(algorithm?: FingerprintAlgorithm): void {
   const reactor = new Reactor(() => {});
   const pattern = new Uint8Array(16 << 10).map((_, i) => i * 7);
   for (const faults of [undefined, { truncateAt: 1 << 20 }]) {
@@ -24,6 +25,7 @@ export function warmUpDeviceState(): void {
     let done = false;
     const copy = new StateCopy(reactor, srcR, dstW, {
       keepUpTo: 1 << 20,
+      algorithm,
       faults, // a truncation beyond the end takes the read/write path and changes nothing
       onDone: () => (done = true),
     });

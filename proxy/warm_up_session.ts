@@ -139,7 +139,12 @@ export function warmUpSession(
     onRecord?.(r);
     if (r.type === "error" || r.type === "warning") problems.push(`${r.type}: ${r.message}`);
   };
-  const config: DeviceStateConfig = { mode: "relay", hash: deviceState.hash, buffer: false };
+  const config: DeviceStateConfig = {
+    mode: "relay",
+    hash: deviceState.hash,
+    hashAlgorithm: deviceState.hashAlgorithm,
+    buffer: false,
+  };
   const listener = listenUnix(`${dir}/back.sock`);
   const [frontEnd, proxyEnd] = socketPair();
   const owned: { close(): void }[] = [listener];

@@ -163,8 +163,11 @@ export async function migrationDemo(ctx: DemoContext): Promise<void> {
   expect(saveCheck.result === 0 && loadCheck.result === 0, "CHECK_DEVICE_STATE failed");
   expect(save.bytes > 0 && load.bytes === save.bytes, "SAVE and LOAD sizes differ");
   expect(
-    save.sha256 !== undefined && save.sha256 === load.sha256,
-    `fingerprints differ: SAVE ${save.sha256}, LOAD ${load.sha256}`,
+    save.fingerprint !== undefined &&
+      JSON.stringify(save.fingerprint) === JSON.stringify(load.fingerprint),
+    `fingerprints differ: SAVE ${JSON.stringify(save.fingerprint)}, LOAD ${
+      JSON.stringify(load.fingerprint)
+    }`,
   );
   console.log("      equal fingerprints: the destination loaded exactly what the source saved");
   const explained = await proxyCli([
@@ -288,7 +291,9 @@ function printTransfer(
 ): void {
   console.log(
     `  ${direction} on the ${role.padEnd(11)} (${proxy.name}): ${end.bytes} bytes in ` +
-      `${end.durationMs} ms, sha256 ${end.sha256 ?? "(none)"}, CHECK_DEVICE_STATE → ${check}`,
+      `${end.durationMs} ms, ${
+        end.fingerprint ? `${end.fingerprint.algorithm} ${end.fingerprint.value}` : "no fingerprint"
+      }, CHECK_DEVICE_STATE → ${check}`,
   );
 }
 

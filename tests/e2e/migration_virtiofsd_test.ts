@@ -12,6 +12,7 @@
  */
 
 import assert from "node:assert/strict";
+import { fingerprintOf, fingerprintsReady } from "../../proxy/fingerprint.ts";
 import { readVhostUserTrace, waitFor } from "../harness/mod.ts";
 import {
   checkRecords,
@@ -28,6 +29,8 @@ import {
   waitCheck,
   waitTransferEnd,
 } from "./_migration_rig.ts";
+
+await fingerprintsReady;
 
 Deno.test("relay: live migration with rust virtiofsd while the guest appends through open fds", async () => {
   await using rig = await MigrationRig.create("mig-vfsd");
@@ -102,16 +105,19 @@ Deno.test("relay: live migration with rust virtiofsd while the guest appends thr
   const saveCheck = await waitCheck(srcProxy);
   const loadCheck = await waitCheck(dstProxy);
   console.log(
-    `SAVE ${save.bytes} B in ${save.durationMs} ms sha256=${save.sha256}; ` +
-      `LOAD ${load.bytes} B in ${load.durationMs} ms sha256=${load.sha256}`,
+    `SAVE ${save.bytes} B in ${save.durationMs} ms ${JSON.stringify(save.fingerprint)}; ` +
+      `LOAD ${load.bytes} B in ${load.durationMs} ms ${JSON.stringify(load.fingerprint)}`,
   );
   assert.equal(save.ok, true, JSON.stringify(save));
   assert.equal(load.ok, true, JSON.stringify(load));
   assert.ok(save.bytes > 0, "virtiofsd's state is never empty");
   assert.equal(save.bytes, save.bytesIn, "relay mode delivers every byte it takes");
   assert.equal(load.bytes, save.bytes);
-  assert.match(save.sha256 ?? "", /^[0-9a-f]{64}$/);
-  assert.equal(load.sha256, save.sha256, "the destination must load exactly what was saved");
+  // The default fingerprint: xxh3-128, named in the record; `sha256` only for --state-hash sha256.
+  assert.equal(save.fingerprint?.algorithm, "xxh3-128", JSON.stringify(save));
+  assert.match(save.fingerprint?.value ?? "", /^[0-9a-f]{32}$/);
+  assert.equal(save.sha256, undefined);
+  assert.deepEqual(load.fingerprint, save.fingerprint, "the destination must load what was saved");
   assert.equal(saveCheck.result, 0, JSON.stringify(saveCheck));
   assert.equal(loadCheck.result, 0, JSON.stringify(loadCheck));
   assert.equal(checkRecords(await srcProxy.records()).length, 1);
@@ -133,9 +139,14 @@ Deno.test("relay: live migration with rust virtiofsd while the guest appends thr
   assert.ok(save.dump, `no dump path in ${JSON.stringify(save)}`);
   const blob = await Deno.readFile(save.dump);
   assert.equal(blob.length, save.bytes);
-  assert.equal(await sha256Hex(blob), save.sha256);
+  assert.deepEqual(fingerprintOf("xxh3-128", blob), save.fingerprint);
   const shown = await runProxyCli(["state", "show", save.dump]);
   assert.equal(shown.code, 0, shown.stderr);
+  assert.ok(
+    shown.stdout.includes(`fingerprint: xxh3-128 ${save.fingerprint?.value}\n`),
+    shown.stdout,
+  );
+  assert.ok(shown.stdout.includes(`sha256: ${await sha256Hex(blob)}\n`), shown.stdout);
   assert.match(shown.stdout, /held\.txt/, shown.stdout);
   assert.match(shown.stdout, /seq\.txt/, shown.stdout);
 });

@@ -10,6 +10,7 @@ import { fdKind } from "../../ffi/fdinfo.ts";
 import { createPipe, readFd, writeFd } from "../../ffi/pipe.ts";
 import { POLLIN, POLLOUT, PollSet } from "../../ffi/poll.ts";
 import { decodeEmulatedState } from "../../proxy/emulated_state.ts";
+import { fingerprintOf, fingerprintsReady } from "../../proxy/fingerprint.ts";
 import type { LogRecord, TransferEndRecord } from "../../proxy/log_record.ts";
 import { messages, type Rig, rig, type RigOptions } from "../support/proxy_rig.ts";
 import { readU64, type ScriptedPeer, u64 } from "../support/scripted_peer.ts";
@@ -31,6 +32,9 @@ function pattern(n: number): Uint8Array {
 }
 
 const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
+await fingerprintsReady;
+/** The default fingerprint, as a transfer-end record carries it. */
+const xxh = (b: Uint8Array) => fingerprintOf("xxh3-128", b);
 
 /** Writes `data` into `w` (then closes it) while reading `r` to EOF, without deadlocking. */
 function pump(
@@ -142,7 +146,9 @@ Deno.test("SET_DEVICE_STATE_FD(SAVE) relays the pipe: the back-end gets the prox
     assert.equal(end.direction, "SAVE");
     assert.equal(end.ok, true);
     assert.equal(end.bytes, data.length);
-    assert.equal(end.sha256, sha(data));
+    // The default fingerprint is xxh3-128, named; `sha256` is only written for SHA-256.
+    assert.deepEqual(end.fingerprint, xxh(data));
+    assert.equal(end.sha256, undefined);
     assert.equal(sha(Deno.readFileSync(end.dump!)), sha(data));
   });
   Deno.removeSync(dump, { recursive: true });
@@ -247,9 +253,29 @@ Deno.test("fault state-corrupt flips bytes: the hashes of what went in and out d
     assert.notEqual(sha(got), sha(data));
     assert.equal(got[1], data[1] ^ 0xff);
     await r.until((rs) => ends(rs).length > 0);
-    assert.equal(ends(r.records)[0].sha256, sha(got));
+    assert.deepEqual(ends(r.records)[0].fingerprint, xxh(got));
+    assert.notDeepEqual(ends(r.records)[0].fingerprint, xxh(data));
   });
 });
+
+for (const algorithm of ["sha256", "blake3"] as const) {
+  Deno.test(`--state-hash ${algorithm}: the record names it${algorithm === "sha256" ? " and keeps its sha256 field" : ""}`, async () => {
+    await withRig({ deviceState: { hashAlgorithm: algorithm } }, async (r) => {
+      const qemuRead = sendSave(r.front);
+      const req = r.back.expect();
+      r.back.send({ request: SET_STATE, flags: REPLY, payload: u64(0x100) });
+      r.front.expect();
+      const data = pattern(200_000);
+      const got = pump(req.fds[0], data, qemuRead);
+      assert.equal(sha(got), sha(data));
+      assert.equal(check(r.front, r.back, 0n), 0n);
+      await r.until((rs) => ends(rs).length > 0);
+      const [end] = ends(r.records);
+      assert.deepEqual(end.fingerprint, fingerprintOf(algorithm, data));
+      assert.equal(end.sha256, algorithm === "sha256" ? sha(data) : undefined);
+    });
+  });
+}
 
 Deno.test("emulate: F_DEVICE_STATE offered, stripped towards the back-end, SAVE then LOAD verified", async () => {
   let blob: Uint8Array = new Uint8Array(0);
@@ -271,7 +297,11 @@ Deno.test("emulate: F_DEVICE_STATE offered, stripped towards the back-end, SAVE 
     assert.equal(readU64(r.front.expect().payload), 0n);
     assert.throws(() => r.back.expect(200), /No message/, "CHECK never reaches the back-end");
     await r.until((rs) => ends(rs).length > 0);
-    assert.equal(ends(r.records)[0].sha256, sha(blob), "the emulated SAVE is fingerprinted");
+    assert.deepEqual(
+      ends(r.records)[0].fingerprint,
+      xxh(blob),
+      "the emulated SAVE is fingerprinted",
+    );
   });
   // The destination: a back-end offering the same features accepts; a corrupt blob fails CHECK.
   for (
@@ -378,6 +408,7 @@ Deno.test("--state-hash off: a pure splice relay delivers every byte and logs no
     assert.equal(end.ok, true);
     assert.equal(end.bytes, data.length);
     assert.equal(end.sha256, undefined);
+    assert.equal(end.fingerprint, undefined);
   });
 });
 

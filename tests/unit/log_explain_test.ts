@@ -53,7 +53,14 @@ function setUp(protocol: string[], virtio = ["VERSION_1", "PROTOCOL_FEATURES"]):
 
 function transfer(
   direction: StateDirection,
-  opts: { sha256?: string; check?: number; backendResult?: number; faults?: string[] } = {},
+  opts: {
+    sha256?: string;
+    /** A record of this proxy: `fingerprint`, and `sha256` only if given too. */
+    fingerprint?: { algorithm: "xxh3-128" | "blake3" | "sha256"; value: string };
+    check?: number;
+    backendResult?: number;
+    faults?: string[];
+  } = {},
 ): LogRecord[] {
   const result = opts.check ?? 0;
   return [
@@ -91,7 +98,10 @@ function transfer(
       bytesIn: 60,
       durationMs: 0.2,
       throughputMiBps: 1,
-      sha256: opts.sha256 ?? "ab".repeat(32),
+      // Without `fingerprint`, the record as proxies before it wrote it: `sha256` alone.
+      ...(opts.fingerprint
+        ? { fingerprint: opts.fingerprint, ...(opts.sha256 ? { sha256: opts.sha256 } : {}) }
+        : { sha256: opts.sha256 ?? "ab".repeat(32) }),
       ...(opts.faults ? { faults: opts.faults } : {}),
     },
   ];
@@ -304,4 +314,61 @@ Deno.test("CLI: log explain --json keeps the contract fields, and its exit code 
   assert.match(new TextDecoder().decode(ok.stdout), /Verdict: OK/);
   assert.equal((await explain(empty)).code, 3);
   assert.equal((await explain()).code, 2);
+});
+
+const xxh = (value: string) => ({ algorithm: "xxh3-128" as const, value });
+
+Deno.test("explain: fingerprints are compared by their named algorithm (xxh3-128)", () => {
+  const same = verdict(
+    [...setUp(STATE), ...transfer("SAVE", { fingerprint: xxh("12".repeat(16)) })],
+    [...setUp(STATE), ...transfer("LOAD", { fingerprint: xxh("12".repeat(16)) })],
+  );
+  assert.deepEqual(same.e.fingerprints, {
+    algorithm: "xxh3-128",
+    source: "12".repeat(16),
+    destination: "12".repeat(16),
+    equal: true,
+  });
+  assert.match(same.text, /Fingerprints \(xxh3-128\): source 1212.*\(equal\)/);
+  assert.match(same.text, /transfer ended: 60 bytes in 0.2 ms, xxh3-128 1212121212121212…/);
+
+  const differ = verdict(
+    [...setUp(STATE), ...transfer("SAVE", { fingerprint: xxh("12".repeat(16)) })],
+    [...setUp(STATE), ...transfer("LOAD", { fingerprint: xxh("34".repeat(16)), check: 1 })],
+  );
+  assert.equal(differ.e.fingerprints.equal, false);
+  assert.match(differ.e.reason, /differ from those the source saved \(xxh3-128 1212/);
+});
+
+Deno.test("explain: an old-format record (sha256 only) is compared with a new one's sha256", () => {
+  // A source proxy from before the `fingerprint` field, a destination run with --state-hash
+  // sha256 (which logs both).
+  const digest = "cd".repeat(32);
+  const mixed = verdict(
+    [...setUp(STATE), ...transfer("SAVE", { sha256: digest })],
+    [
+      ...setUp(STATE),
+      ...transfer("LOAD", { fingerprint: { algorithm: "sha256", value: digest }, sha256: digest }),
+    ],
+  );
+  assert.deepEqual(mixed.e.fingerprints, {
+    algorithm: "sha256",
+    source: digest,
+    destination: digest,
+    equal: true,
+  });
+  assert.match(mixed.text, /transfer ended: 60 bytes in 0.2 ms, sha256 cdcdcdcdcdcdcdcd…/);
+
+  // An old record against an xxh3-128 one: two algorithms, nothing to compare.
+  const apart = verdict(
+    [...setUp(STATE), ...transfer("SAVE", { sha256: digest })],
+    [...setUp(STATE), ...transfer("LOAD", { fingerprint: xxh("12".repeat(16)) })],
+  );
+  assert.deepEqual(apart.e.fingerprints, {
+    algorithm: "sha256",
+    destinationAlgorithm: "xxh3-128",
+    source: digest,
+    destination: "12".repeat(16),
+  });
+  assert.match(apart.text, /Fingerprints \(source sha256, destination xxh3-128: not comparable\)/);
 });

@@ -7,11 +7,14 @@ import { createHash } from "node:crypto";
 import { createPipe } from "../../ffi/pipe.ts";
 import { Reactor } from "../../ffi/reactor.ts";
 import { type CopyResult, StateCopy, type StateCopyOptions } from "../../proxy/state_copy.ts";
+import { fingerprintOf, fingerprintsReady } from "../../proxy/fingerprint.ts";
 import { TrailingHasher } from "../../proxy/stream_hash.ts";
 import type { PipePeerCommand, PipePeerResult } from "./_pipe_peer_worker.ts";
 
 const MiB = 1 << 20;
 const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
+// StateCopy hashes with xxh3-128 (WebAssembly) by default.
+await fingerprintsReady;
 
 function randomBytes(n: number): Uint8Array {
   const out = new Uint8Array(new ArrayBuffer(n));
@@ -73,6 +76,8 @@ async function transfer(
     let result: CopyResult | undefined;
     let sha256: string | undefined;
     new StateCopy(reactor, srcR, dstW, {
+      // xxh3-128, the default, is hashed inline: the trailing hash is for SHA-256 and BLAKE3.
+      algorithm: "sha256",
       ...options,
       hasher,
       onDone: (r) => {
@@ -129,4 +134,22 @@ Deno.test("trailing hash: a blob within keepUpTo comes back whole, a larger one 
   const notKept = await transfer(large, { keepUpTo: 4 * MiB }, 64 * MiB);
   assert.equal(notKept.sha256, sha(large));
   assert.equal(notKept.result.blob, undefined);
+});
+
+Deno.test("trailing hash: BLAKE3 trails too, and its digest is the one computed in one go", async () => {
+  const data = randomBytes(9 * MiB + 11);
+  const { result, sha256: digest } = await transfer(data, { algorithm: "blake3" }, 2 * MiB);
+  assert.equal(result.mode, "splice");
+  assert.equal(result.digest?.algorithm, "blake3");
+  assert.ok((result.digest?.trailMs ?? -1) >= 0);
+  assert.equal(digest, fingerprintOf("blake3", data).value);
+});
+
+Deno.test("xxh3-128 (the default) is hashed inline even when a trailing hasher is there", async () => {
+  const data = randomBytes(7 * MiB + 3);
+  const { result, sha256: digest } = await transfer(data, { algorithm: "xxh3-128" }, 1 * MiB);
+  assert.equal(result.mode, "splice");
+  assert.equal(result.digest?.algorithm, "xxh3-128");
+  assert.equal(result.digest?.trailMs, 0, "known when the stream ended");
+  assert.equal(digest, fingerprintOf("xxh3-128", data).value);
 });

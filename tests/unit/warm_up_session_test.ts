@@ -4,8 +4,12 @@
 import assert from "node:assert/strict";
 import { countOpenFds } from "../../ffi/fdinfo.ts";
 import { deviceStateHooks } from "../../proxy/device_state.ts";
+import { fingerprintsReady } from "../../proxy/fingerprint.ts";
 import type { LogRecord } from "../../proxy/log_record.ts";
 import { warmUpSession } from "../../proxy/warm_up_session.ts";
+
+// The device-state code hashes with xxh3-128 (WebAssembly) by default.
+await fingerprintsReady;
 
 Deno.test("warm-up: each round relays a LOAD and a SAVE, both checked, with no error, and closes every fd", () => {
   const before = countOpenFds();
