@@ -1,7 +1,10 @@
-// `deno task bench`: round-trip latency of direct, C-poll-relay and proxy paths, plus the
-// proxy's memory and CPU per message, checked against the target in ffi-notes §3; then the
-// device-state sections (state.ts): state-stream throughput and migration downtime, proxy vs
-// direct. `--sections` picks a subset.
+// `deno task bench`: round-trip latency of direct, C-poll-relay and proxy paths (as shipped,
+// and with `--log <file>`), plus the proxy's memory and CPU per message; then the device-state
+// stream (state.ts: back-to-back 256 MiB SAVE and LOAD, proxy vs direct, fingerprint on) and
+// the proxy's memory with idle sessions (lib/sessions.ts). Each figure is printed at the end
+// as a ratio against its baseline measured in the same run, with its goal (issue 12) and a
+// PASS/FAIL verdict (lib/goals.ts). `--sections` picks a subset; `downtime` (real QEMU
+// migrations) only runs when named.
 //
 // BENCH_PROXY_BIN overrides the proxy launcher (default bin/vhost-user-proxy), e.g. to compare
 // two builds; it is called with the fixed CLI contract `run --listen S --backend B --quiet`.
@@ -16,9 +19,11 @@ import { Children, Interrupted } from "./lib/children.ts";
 import { measure } from "./lib/measure.ts";
 import { type Endpoint, PATH_LABELS, startPath } from "./lib/paths.ts";
 import { clockTicksPerSecond } from "./lib/procfs.ts";
+import { type GoalRow, goalsTable, loadAverage } from "./lib/goals.ts";
 import { latencyTable, memoryText, verdictText } from "./lib/report.ts";
 import { toJson, writeJson } from "./lib/results_json.ts";
-import { judge } from "./lib/verdict.ts";
+import { sessionsSection } from "./lib/sessions.ts";
+import { judge, judgeCpu, LOG_TARGET_RATIO, TARGET_RATIO } from "./lib/verdict.ts";
 import { runStateSections, type StateSection } from "./state.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
@@ -31,21 +36,80 @@ async function bench(opts: BenchOptions, children: Children, dir: string): Promi
   const bins = await buildHelpers(`${OUT_DIR}/bin`);
   const proxyBin = Deno.env.get("BENCH_PROXY_BIN") ?? `${ROOT}/bin/vhost-user-proxy`;
   const codes: number[] = [];
+  const goals: GoalRow[] = [];
+  const started = performance.now();
+  const loadAtStart = loadAverage();
   if (opts.sections.includes("latency")) {
-    codes.push(await latencySection(opts, children, dir, bins, proxyBin));
+    codes.push(await latencySection(opts, children, dir, bins, proxyBin, goals));
   }
-  if (opts.sections.some((s) => s !== "latency")) {
+  const stateSections = opts.sections.filter((s): s is StateSection =>
+    s === "stream" || s === "downtime"
+  );
+  if (stateSections.length > 0) {
     codes.push(
-      await runStateSections({ children, bins, dir, proxyBin, log }, {
-        sections: opts.sections.filter((s): s is StateSection => s !== "latency"),
-        mib: opts.stateMib,
-        streamRuns: opts.stateRuns,
-        downtimeRuns: opts.downtimeRuns,
-      }, `${OUT_DIR}/state.json`),
+      await runStateSections(
+        { children, bins, dir, proxyBin, log },
+        {
+          sections: stateSections,
+          mib: opts.stateMib,
+          streamRuns: opts.stateRuns,
+          streamRounds: opts.stateRounds,
+          downtimeRuns: opts.downtimeRuns,
+        },
+        `${OUT_DIR}/state.json`,
+        goals,
+      ),
     );
   }
+  if (opts.sections.includes("memory")) {
+    codes.push(await sessionsSection({ children, bins, dir, proxyBin, log }, goals));
+  }
+  console.log(
+    `
+Goals (issue 12), ${new Date().toISOString()}, load average ${loadAtStart} at the ` +
+      `start, ${loadAverage()} at the end, ${((performance.now() - started) / 1000).toFixed(0)} s:`,
+  );
+  console.log(goalsTable(goals));
+  if (goals.length > 0) {
+    const failed = goals.filter((g) => g.pass === false).length;
+    console.log(`${goals.length - failed} of ${goals.length} goals met`);
+  }
   // A section that could not run outranks a missed target.
-  return codes.includes(1) ? 1 : codes.includes(3) ? 3 : 0;
+  if (codes.includes(1)) return 1;
+  return codes.includes(3) || goals.some((g) => g.pass === false) ? 3 : 0;
+}
+
+const fmt = (v: number, digits = 1) => (Number.isFinite(v) ? v.toFixed(digits) : "–");
+const signed = (v: number) => `${v >= 0 ? "+" : ""}${fmt(v)}`;
+
+/** The latency and CPU goals of one proxy path against the C relay. */
+function latencyGoals(m: Awaited<ReturnType<typeof measure>>, goals: GoalRow[]): void {
+  for (
+    const [path, limit, label] of [
+      ["proxy", TARGET_RATIO, ""],
+      ["proxyLog", LOG_TARGET_RATIO, ", --log on"],
+    ] as const
+  ) {
+    const v = judge(m.results, path, limit);
+    for (const c of v.checks) {
+      goals.push({
+        figure: `added RTT p50, ${c.fd ? "1 fd" : "no fd"}${label}`,
+        measured: `${signed(c.proxyAddedP50)} / ${signed(c.cAddedP50)} µs (C relay)`,
+        value: c.ratio === null ? "n/a" : `${fmt(c.ratio, 2)}×`,
+        goal: `≤ ${limit}× the C relay's`,
+        pass: c.ratio === null ? null : c.pass,
+      });
+    }
+    for (const c of judgeCpu(m.results, path, limit)) {
+      goals.push({
+        figure: `CPU per relayed message, ${c.fd ? "1 fd" : "no fd"}${label}`,
+        measured: `${fmt(c.proxyUsPerMsg)} / ${fmt(c.cUsPerMsg)} µs (C relay)`,
+        value: `${fmt(c.ratio, 2)}×`,
+        goal: `≤ ${limit}× the C relay's`,
+        pass: c.pass,
+      });
+    }
+  }
 }
 
 async function latencySection(
@@ -54,6 +118,7 @@ async function latencySection(
   dir: string,
   bins: HelperPaths,
   proxyBin: string,
+  goals: GoalRow[],
 ): Promise<number> {
   const endpoints: Endpoint[] = [];
   const startFailures: Partial<Record<PathName, string>> = {};
@@ -74,6 +139,7 @@ async function latencySection(
 
   console.log(`\n${latencyTable(m, opts)}\n`);
   console.log(verdictText(verdict));
+  latencyGoals(m, goals);
   for (const [name, mem] of Object.entries(m.memory)) {
     if (mem) console.log(memoryText(PATH_LABELS[name as PathName], mem));
   }

@@ -1,11 +1,17 @@
 // Command-line options of `deno task bench`.
 
-export const PATH_NAMES = ["direct", "c", "proxy"] as const;
+/** direct, the C poll relay, the proxy as shipped (`--quiet`), the same with `--log <file>`. */
+export const PATH_NAMES = ["direct", "c", "proxy", "proxyLog"] as const;
 export type PathName = typeof PATH_NAMES[number];
 
-/** What `deno task bench` measures: round-trip latency, then the device-state benches. */
-export const SECTION_NAMES = ["latency", "stream", "downtime"] as const;
+/**
+ * What `deno task bench` measures: round-trip latency and CPU per message, the device-state
+ * stream, the proxy's memory with idle sessions, and (only when asked) migration downtime.
+ */
+export const SECTION_NAMES = ["latency", "stream", "memory", "downtime"] as const;
 export type SectionName = typeof SECTION_NAMES[number];
+/** The sections run by default: downtime boots real guests and is asked for by name. */
+export const DEFAULT_SECTIONS: readonly SectionName[] = ["latency", "stream", "memory"];
 
 export interface BenchOptions {
   /** Timed round trips per run. */
@@ -24,8 +30,10 @@ export interface BenchOptions {
   sections: SectionName[];
   /** Size of the synthetic device state of the stream section. */
   stateMib: number;
-  /** Transfers per path and direction in the stream section. */
+  /** Back-to-back transfers per path and direction in a round of the stream section. */
   stateRuns: number;
+  /** Rounds of the stream section (each visits every path). */
+  stateRounds: number;
   /** Migrations per path in the downtime section. */
   downtimeRuns: number;
 }
@@ -35,12 +43,17 @@ export const USAGE =
   --rounds N   timed round trips per run (default 20000)
   --runs K     runs per path and fd mode; medians are reported (default 3)
   --warmup W   untimed round trips before each run (default 2000)
-  --only LIST  comma-separated subset of direct,c,proxy (default: all)
+  --only LIST  comma-separated subset of direct,c,proxy,proxyLog (default: all; proxyLog is
+               the proxy with --log <file>)
   --fd-back    the back-end returns the request's fd in its reply (ffi-notes §3.1 set-up; not
                valid vhost-user, so the proxy rejects it: use with --only direct,c)
-  --sections LIST     comma-separated subset of latency,stream,downtime (default: all)
+  --sections LIST     comma-separated subset of latency,stream,memory,downtime (default:
+                      latency,stream,memory)
   --state-mib N       synthetic device state size of the stream section (default 256)
-  --state-runs K      transfers per path and direction in the stream section (default 3)
+  --state-runs K      back-to-back transfers per path and direction in the stream section
+                      (default 3)
+  --state-rounds K    rounds of the stream section, the paths in turn in each; the median
+                      round is reported (default 3)
   --downtime-runs K   live migrations per path in the downtime section (default 7; needs
                       QEMU, virtiofsd and the guest from scripts/setup_peers.sh)`;
 
@@ -87,9 +100,10 @@ export function parseArgs(argv: string[]): BenchOptions {
     runs: 3,
     only: [...PATH_NAMES],
     fdBack: false,
-    sections: [...SECTION_NAMES],
+    sections: [...DEFAULT_SECTIONS],
     stateMib: 256,
     stateRuns: 3,
+    stateRounds: 3,
     downtimeRuns: 7,
   };
   for (let i = 0; i < argv.length; i++) {
@@ -120,6 +134,9 @@ export function parseArgs(argv: string[]): BenchOptions {
         break;
       case "--state-runs":
         opts.stateRuns = positiveInt(flag, value());
+        break;
+      case "--state-rounds":
+        opts.stateRounds = positiveInt(flag, value());
         break;
       case "--downtime-runs":
         opts.downtimeRuns = positiveInt(flag, value());

@@ -3,6 +3,7 @@
 //   direct: pingpong -> echo_backend
 //   c:      pingpong -> poll_relay -> echo_backend
 //   proxy:  pingpong -> bin/vhost-user-proxy -> echo_backend
+//   proxyLog: the same with --log <file>: decoding and logging each message
 //
 // Each path gets its own echo_backend: the back-end serves connections one after another, so
 // sharing one would let a relay that keeps its back-end connection open stall the other paths.
@@ -39,6 +40,7 @@ export const PATH_LABELS: Record<PathName, string> = {
   direct: "direct",
   c: "C poll relay",
   proxy: "proxy",
+  proxyLog: "proxy --log",
 };
 
 async function startBackend(ctx: PathContext, name: PathName): Promise<string> {
@@ -58,13 +60,15 @@ export async function startPath(ctx: PathContext, name: PathName): Promise<Endpo
     await waitForSocket(socket, relay, HELPER_START_MS);
     return { name, socket, relay };
   }
-  const relay = ctx.children.start("vhost-user-proxy", ctx.proxyBin, [
+  const log = name === "proxyLog" ? ["--log", `${ctx.dir}/proxy-bench.jsonl`] : [];
+  const relay = ctx.children.start(`vhost-user-proxy (${PATH_LABELS[name]})`, ctx.proxyBin, [
     "run",
     "--listen",
     socket,
     "--backend",
     backend,
     "--quiet",
+    ...log,
   ]);
   await waitForSocket(socket, relay, PROXY_START_MS);
   return { name, socket, relay };
