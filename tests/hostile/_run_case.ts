@@ -147,6 +147,7 @@ function checkPolicy(proxy: ProxyProcess, s: Session, c: Case, e: Expect): CaseR
       assert.ok(end, "a session-end record follows");
       assert.equal(end.closedBy, "proxy", "the proxy ended the session");
       assert.equal(end.violationBy, e.side, "session-end says who broke the rules");
+      assert.doesNotMatch(end.reason, /undefined/, "no session end reads undefined");
       return { closeMs, note: `${err.field ?? "-"}: ${err.message}` };
     }
     case "relay": {
@@ -201,6 +202,7 @@ function checkPolicy(proxy: ProxyProcess, s: Session, c: Case, e: Expect): CaseR
       assert.ok(end, "a session-end record");
       assert.equal(end.closedBy, e.closedBy, `who closed first: ${end.reason}`);
       assert.match(end.reason, e.reason);
+      assert.doesNotMatch(end.reason, /undefined/, "no session end reads undefined");
       for (const name of e.inFlight ?? []) {
         assert.ok(end.inFlight.some((f) => f.name === name), `${name} listed in flight`);
       }
