@@ -2,8 +2,9 @@
  * Restarting virtiofsd under a running guest (issue 13), the hard cases, with real peers (QEMU 10,
  * virtiofsd 1.13, the C virtiofsd): a restart while the guest's `dd` loop writes and reads back
  * files; restarts onto a back-end that is not there or that refuses LOAD, which roll back to the
- * old virtiofsd; a live migration after a restart; and a back-end without F_DEVICE_STATE, which
- * `ctl restart-backend` refuses. Needs `scripts/setup_peers.sh`; fails without.
+ * old virtiofsd; live migration after restarts (one after a migration that failed), then a
+ * restart on the destination; and a back-end without F_DEVICE_STATE, which `ctl restart-backend`
+ * refuses. Needs `scripts/setup_peers.sh`; fails without.
  *
  * Run: `deno test -A tests/e2e/restart_backend_failures_test.ts`
  *
@@ -13,6 +14,7 @@
 import assert from "node:assert/strict";
 import { startVirtiofsd, type Virtiofsd, waitFor } from "../harness/mod.ts";
 import {
+  assertFailedCleanly,
   describeMigration,
   holderRoundTrip,
   lineCount,
@@ -23,10 +25,16 @@ import {
   START_HOLDER,
   START_SEQUENCE_WRITER,
   STOP_SEQUENCE_WRITER,
+  transferEnds,
   waitCheck,
   waitTransferEnd,
 } from "./_migration_rig.ts";
-import type { LogRecord, ProblemRecord, RestartRecord } from "../../proxy/log_record.ts";
+import type {
+  LogRecord,
+  ProblemRecord,
+  RestartRecord,
+  TransferEndRecord,
+} from "../../proxy/log_record.ts";
 
 /**
  * Guest script: a background loop writes a 512 KiB random file (made once, in tmpfs) to one of
@@ -104,6 +112,11 @@ async function restart(control: string, backend: string, label: string): Promise
   const pause = /paused ([\d.]+) ms/.exec(r.stdout)?.[1];
   console.log(`${label}: exit ${r.code} in ${ms} ms: ${r.stdout.trim()} ${r.stderr.trim()}`);
   return { ...r, ms, ...(pause === undefined ? {} : { pauseMs: Number(pause) }) };
+}
+
+/** A transfer's fingerprint: `fingerprint.value` (newer logs) or `sha256`. */
+function digest(t: TransferEndRecord): string | undefined {
+  return (t as { fingerprint?: { value?: string } }).fingerprint?.value ?? t.sha256;
 }
 
 /** The proxy's restart `done` records. */
@@ -296,7 +309,7 @@ Deno.test("restart-backend onto a back-end that is not there, or that refuses LO
     const refusedPause = done[1].pauseMs;
     console.log(
       `the refusing virtiofsd said: ${
-        (await refusing.stderrLog()).split("\n").filter((l) => /error|fail/i.test(l)).join(" | ")
+        (await refusing.stderrLog()).split("\n").filter((l) => / ERROR /.test(l)).join(" | ")
       }`,
     );
     const errors = records.filter((r): r is ProblemRecord =>
@@ -340,25 +353,52 @@ Deno.test("restart-backend onto a back-end that is not there, or that refuses LO
   }
 });
 
-Deno.test("live migration after a restart: the restarted virtiofsd's state migrates through relay proxies, fds and writer carry on", async () => {
+Deno.test("live migration after restarts: restart, a failed migration, restart again, migrate through relay proxies, restart on the destination; fds and writer carry on", async () => {
   await using rig = await MigrationRig.create("restart-mig");
   const { side: src, control, seqPath } = await sourceWithWriter(rig, ["--device-state", "relay"]);
-  const vfs = await startVirtiofsd({
-    name: "vfs-restarted",
-    socketPath: rig.dir.join("vfs-restarted.sock"),
-    sharedDir: rig.share,
-    logDir: rig.dir.path,
-  });
+  const extra: Virtiofsd[] = [];
+  const virtiofsd = async (name: string) => {
+    const v = await startVirtiofsd({
+      name,
+      socketPath: rig.dir.join(`${name}.sock`),
+      sharedDir: rig.share,
+      logDir: rig.dir.path,
+    });
+    extra.push(v);
+    return v;
+  };
   try {
-    const r = await restart(control, vfs.socketPath, "restart before the migration");
-    assert.equal(r.code, 0, r.stdout + r.stderr);
+    // 1. A restart on the source.
+    const first = await virtiofsd("vfs-r1");
+    const r1 = await restart(control, first.socketPath, "restart 1 on the source");
+    assert.equal(r1.code, 0, r1.stdout + r1.stderr);
     assert.ok(await exitsWithin(src.virtiofsd, 10_000), "the first virtiofsd is gone");
     assert.equal(await src.vm.agent.check(holderRoundTrip("restarted")), "restarted\n");
 
+    // 2. A migration that fails (the destination's proxy fails CHECK after LOAD): the source
+    // resumes, and its dirty-page logging is over.
+    const bad = await rig.startSide({
+      name: "dst-bad",
+      backend: "rust",
+      proxies: [["--device-state", "relay", "--fault", "check-fail"]],
+      incoming: true,
+    });
+    const failed = await rig.migrate(src, bad);
+    await assertFailedCleanly(failed, src, bad);
+    assert.equal(await src.vm.agent.check(holderRoundTrip("resumed")), "resumed\n");
+
+    // 3. A restart on the source after the failed migration.
+    const second = await virtiofsd("vfs-r2");
+    const r2 = await restart(control, second.socketPath, "restart 2, after the failed migration");
+    assert.equal(r2.code, 0, r2.stdout + r2.stderr);
+    assert.ok(await exitsWithin(first, 10_000), "the second virtiofsd is gone");
+
+    // 4. The migration, from the twice-restarted virtiofsd.
+    const dstControl = rig.dir.join("dst-control.sock");
     const dst = await rig.startSide({
       name: "dst",
       backend: "rust",
-      proxies: [["--device-state", "relay"]],
+      proxies: [["--device-state", "relay", "--control", dstControl]],
       incoming: true,
     });
     const result = await rig.migrate(src, dst);
@@ -367,37 +407,57 @@ Deno.test("live migration after a restart: the restarted virtiofsd's state migra
       result.status,
       "completed",
       `${describeMigration(result)}\n${await src.diagnostics()}\n${await dst.diagnostics()}\n` +
-        `--- restarted virtiofsd:\n${await vfs.stderrLog()}`,
+        `--- restarted virtiofsd:\n${await second.stderrLog()}`,
     );
     assert.equal(result.destinationState, "running");
     assert.equal(result.sourceState, "postmigrate");
 
     // The source proxy saved from the restarted virtiofsd, the destination loaded the same.
-    const save = await waitTransferEnd(src.frontProxy, "SAVE");
+    // Each migration's SAVE (the failed one's and this one's) is logged once it has ended.
+    const saves = await src.frontProxy.waitForRecords("two SAVE transfer-ends", (records) => {
+      const ends = transferEnds(records, "SAVE");
+      return ends.length >= 2 ? ends : undefined;
+    });
+    const save = saves.at(-1)!;
     const load = await waitTransferEnd(dst.frontProxy, "LOAD");
+    assert.equal(
+      saves.length,
+      2,
+      `one SAVE per migration (the restarts' are not QEMU's): ${JSON.stringify(saves)}`,
+    );
     assert.equal(save.ok, true, JSON.stringify(save));
     assert.equal(load.ok, true, JSON.stringify(load));
     assert.ok(save.bytes > 0);
-    assert.equal(load.sha256, save.sha256, "the destination loaded what the source saved");
-    assert.equal((await waitCheck(src.frontProxy)).result, 0);
+    assert.ok(digest(save), `the SAVE has a fingerprint: ${JSON.stringify(save)}`);
+    assert.equal(digest(load), digest(save), "the destination loaded what the source saved");
     assert.equal((await waitCheck(dst.frontProxy)).result, 0);
     const summary = save.state as { paths?: string[] } | undefined;
     assert.ok(summary?.paths?.some((p) => p.endsWith("seq.txt")), JSON.stringify(summary));
 
     await dst.vm.agent.waitReady({ timeoutMs: 20_000 });
     await writerGoesOn(seqPath, atSwitchOver, 10, `on the destination (had ${atSwitchOver})`);
-    const total = await writerStreamIsWhole(dst, seqPath);
     assert.equal(await dst.vm.agent.check(holderRoundTrip("migrated")), "migrated\n");
+
+    // 5. A restart on the destination, of the virtiofsd that loaded the migrated state.
+    const third = await virtiofsd("vfs-d1");
+    const lines = await lineCount(seqPath);
+    const r3 = await restart(dstControl, third.socketPath, "restart 3, on the destination");
+    assert.equal(r3.code, 0, r3.stdout + r3.stderr);
+    assert.ok(await exitsWithin(dst.virtiofsd, 10_000), "the destination's virtiofsd is gone");
+    await writerGoesOn(seqPath, lines, 5, "after the restart on the destination");
+    assert.equal(await dst.vm.agent.check(holderRoundTrip("last")), "last\n");
+    const total = await writerStreamIsWhole(dst, seqPath);
     assert.equal(
       await Deno.readTextFile(`${rig.share}/held.txt`),
-      "before\nrestarted\nmigrated\n",
+      "before\nrestarted\nresumed\nmigrated\nlast\n",
     );
     console.log(
-      `restart paused ${r.pauseMs} ms; then ${describeMigration(result)}; SAVE ${save.bytes} B ` +
-        `sha256 ${save.sha256}; writer ${total} lines, ${atSwitchOver} at switch-over`,
+      `pauses: ${r1.pauseMs}, ${r2.pauseMs} ms on the source, ${r3.pauseMs} ms on the ` +
+        `destination; ${describeMigration(result)}; SAVE ${save.bytes} B ${digest(save)}; ` +
+        `writer ${total} lines, ${atSwitchOver} at switch-over`,
     );
   } finally {
-    await vfs.stop().catch(() => {});
+    for (const v of extra) await v.stop().catch(() => {});
   }
 });
 
