@@ -196,6 +196,9 @@ Deno.test("restart-backend under I/O load: a dd loop writes and reads back files
         socketPath: rig.dir.join(`vfs-load-${round}.sock`),
         sharedDir: rig.share,
         logDir: rig.dir.path,
+        // The second serves requests from a thread pool: restart 3 stops it with requests
+        // possibly in flight on its threads.
+        ...(round === 2 ? { extraArgs: ["--thread-pool-size=4"] } : {}),
       });
       next.push(vfs);
       const rounds = await ioRounds(side);
