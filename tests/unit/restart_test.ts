@@ -52,6 +52,7 @@ const CODES = {
   SET_PROTOCOL_FEATURES: 16,
   SET_VRING_ENABLE: 18,
   SET_BACKEND_REQ_FD: 21,
+  SET_STATUS: 39,
   SET_DEVICE_STATE_FD: 42,
   CHECK_DEVICE_STATE: 43,
 } as const;
@@ -62,7 +63,7 @@ const VIRTIO = (1n << 32n) | (1n << 30n); // VERSION_1, PROTOCOL_FEATURES
 const LOG_ALL = 1n << 26n;
 /** The back-ends offer dirty-page logging too; QEMU acks it only while migrating. */
 const OFFERED = VIRTIO | LOG_ALL;
-const PROTOCOL = PF.REPLY_ACK | PF.BACKEND_REQ | PF.DEVICE_STATE | PF.LOG_SHMFD;
+const PROTOCOL = PF.REPLY_ACK | PF.BACKEND_REQ | PF.DEVICE_STATE | PF.LOG_SHMFD | PF.STATUS;
 const RINGS = [0, 1];
 const RING_NUM = 128;
 /** What the old back-end reports from GET_VRING_BASE: the guest got this far. */
@@ -649,5 +650,51 @@ Deno.test("restart-backend is refused while QEMU logs dirty pages (a migration) 
       ...expectedStart(),
     ]);
     next.peer!.close();
+  });
+});
+
+Deno.test("restart-backend with F_STATUS: the new back-end gets QEMU's SET_STATUS last; refused, its started rings are stopped and the old one's started again", async () => {
+  await withRestartRig(async (r, old, labels, listener) => {
+    const DRIVER_OK = u64(0xf); // ACKNOWLEDGE | DRIVER | DRIVER_OK | FEATURES_OK
+    qemuSends(r, old, "SET_STATUS", REQ, DRIVER_OK);
+    const before = old.seen.length;
+    const next = {
+      listener,
+      labels,
+      refusal: { name: "SET_STATUS" } as Refusal,
+      peer: undefined as Backend | undefined,
+    };
+    const result = await restartServing(r, old, next);
+    assert.equal(result.ok, false, JSON.stringify(result));
+    assert.equal(result.failedStep, "status");
+    assert.match(String(result.rolledBack), /^the old back-end serves on: its rings were started/);
+    // The new back-end had its rings started, enabled and kicked: they are stopped there.
+    assert.deepEqual(next.peer!.seen, [
+      ...expectedPrepare(),
+      line("SET_DEVICE_STATE_FD", stateParams(1), ["pipe-r"], false),
+      line("CHECK_DEVICE_STATE", empty, [], false),
+      ...expectedStart(),
+      line("SET_STATUS", DRIVER_OK),
+      ...RINGS.map((q) => line("SET_VRING_ENABLE", ring(q, 0), [], false)),
+      ...RINGS.map((q) => line("GET_VRING_BASE", ring(q, 0), [], false)),
+    ]);
+    assert.deepEqual(old.seen.slice(before), [...STOPPED_AND_SAVED(), ...expectedStart()]);
+    // Kicked once on the new back-end, once more on the old one.
+    for (const q of RINGS) assert.equal(labels.count(`kick${q}`), 2n, `kick${q}`);
+    assert.ok(next.peer!.peer.closedWithin(2000), "the new back-end is let go");
+    qemuGoesOnWith(r, old);
+    next.peer!.close();
+
+    // The same restart, accepted: SET_STATUS comes after the rings, before the swap.
+    const again = { listener, labels, peer: undefined as Backend | undefined };
+    const ok = await restartServing(r, old, again);
+    assert.equal(ok.ok, true, JSON.stringify(ok));
+    assert.deepEqual(again.peer!.seen.slice(-2), [
+      line("SET_VRING_ENABLE", ring(1, 1)),
+      line("SET_STATUS", DRIVER_OK),
+    ]);
+    assert.deepEqual(steps(r.records).slice(-3), ["start new rings", "status", "swap"]);
+    qemuGoesOnWith(r, again.peer!);
+    again.peer!.close();
   });
 });
