@@ -33,6 +33,7 @@ import type {
   LogRecord,
   ProblemRecord,
   RestartRecord,
+  RestartStepRecord,
   TransferEndRecord,
 } from "../../proxy/log_record.ts";
 
@@ -310,6 +311,25 @@ Deno.test("restart-backend onto a back-end that is not there, or that refuses LO
     );
     assert.equal(done[0].pauseMs, 0, "a failed connect pauses nothing");
     const refusedPause = done[1].pauseMs;
+    // Each step with its time; the refused restart's steps up to the one that failed.
+    const stepRecords = records.filter((r): r is RestartStepRecord =>
+      r.type === "restart" && r.event === "step"
+    );
+    assert.deepEqual(stepRecords.map((r) => `${r.step}${r.ok ? "" : " FAILED"}`), [
+      "connect FAILED",
+      "connect",
+      "negotiate",
+      "memory table",
+      "stop old rings",
+      "save",
+      "load FAILED",
+    ]);
+    assert.ok(stepRecords.every((r) => typeof r.ms === "number" && r.ms >= 0));
+    console.log(
+      `refused restart's steps: ${
+        stepRecords.slice(1).map((r) => `${r.step} ${r.ms} ms`).join(", ")
+      }`,
+    );
     console.log(
       `the refusing virtiofsd said: ${
         (await refusing.stderrLog()).split("\n").filter((l) => / ERROR /.test(l)).join(" | ")
