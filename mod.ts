@@ -3,11 +3,17 @@
  * (virtiofsd and others) that relays every message with its fds, decodes and logs it, and
  * handles device-state transfer for live migration.
  *
- * The library surface:
- * - the protocol catalogue ({@link REQUESTS}) and codec ({@link decodeMessage},
- *   {@link encodeMessage}, {@link messageToJson}), with dialects ({@link translateRequestCode});
- * - feature bits by name ({@link PROTOCOL_FEATURES}, {@link VIRTIO_FEATURES});
- * - the proxy itself ({@link startProxy}) and its log records ({@link LogRecord}).
+ * This entry is the whole library, and importing it loads libc through FFI (it needs
+ * `--allow-ffi`). Two entries need no permission at all:
+ * - `protocol.ts` (`@vhost-user-proxy/core/protocol`): the catalogue ({@link REQUESTS}), the
+ *   codec ({@link decodeMessage}, {@link encodeMessage}, {@link messageToJson}), dialects
+ *   ({@link translateRequestCode}), feature bits by name ({@link PROTOCOL_FEATURES},
+ *   {@link VIRTIO_FEATURES});
+ * - `log.ts` (`@vhost-user-proxy/core/log`): the log records ({@link LogRecord}),
+ *   {@link formatRecord} and the offline log tools.
+ *
+ * This one adds the proxy itself: {@link startProxy} with a configuration from
+ * {@link defaultEngineConfig}.
  *
  * @example List the catalogue
  * ```ts
@@ -18,48 +24,24 @@
  * @module
  */
 
+import { REQUESTS, type RequestSpec } from "./protocol.ts";
+
+export * from "./protocol.ts";
+export * from "./log.ts";
+
+/**
+ * The request catalogue under its old name.
+ *
+ * @deprecated Use {@link REQUESTS}, the same array.
+ */
+export const catalogue: readonly RequestSpec[] = REQUESTS;
+
+export type { ControlRequest, DeviceStateConfig, EngineConfig } from "./proxy/engine.ts";
+export { FINGERPRINT_ALGORITHMS, type FingerprintAlgorithm } from "./proxy/fingerprint.ts";
 export {
-  type Channel,
-  codeIn,
-  type Dialect,
-  DIALECTS,
-  findRequest,
-  findRequestByName,
-  type ReplyRule,
-  REQUESTS,
-  REQUESTS as catalogue,
-  requestsOf,
-  type RequestSpec,
-  type Side,
-} from "./proxy/catalogue.ts";
-export {
-  createMessage,
-  type DecodeContext,
-  decodeMessage,
-  type DecodeResult,
-  encodeMessage,
-  FLAG_NEED_REPLY,
-  FLAG_REPLY,
-  type Header,
-  HEADER_SIZE,
-  MAX_PAYLOAD_SIZE,
-  type Message,
-  messageToJson,
-  type Negotiated,
-  readHeader,
-  replyExpected,
-  summarizeMessage,
-  writeHeader,
-} from "./proxy/codec.ts";
-export * from "./proxy/dialect.ts";
-export {
-  describeProtocolFeatures,
-  describeVirtioFeatures,
-  PROTOCOL_FEATURES,
-  VIRTIO_FEATURES,
-} from "./proxy/features.ts";
-export { ProtocolError, type ProtocolViolation } from "./proxy/protocol_errors.ts";
-export type { DeviceStateConfig, EngineConfig } from "./proxy/engine.ts";
-export type * from "./proxy/log_record.ts";
-export { formatRecord } from "./proxy/log_format.ts";
+  DEFAULT_CONNECT_TIMEOUT_MS,
+  DEFAULT_STUCK_AFTER_MS,
+  defaultEngineConfig,
+} from "./proxy/engine_defaults.ts";
+export { DEFAULT_HASH_BACKLOG_MIB } from "./proxy/device_state_config.ts";
 export { type RunningProxy, startProxy } from "./proxy/server.ts";
