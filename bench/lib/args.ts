@@ -41,7 +41,7 @@ export interface BenchOptions {
 export const USAGE =
   `usage: deno task bench [--rounds N] [--runs K] [--warmup W] [--only direct,c,proxy]
   --rounds N   timed round trips per run (default 20000)
-  --runs K     runs per path and fd mode; medians are reported (default 3)
+  --runs K     runs per path and fd mode, interleaved; medians are reported (default 5)
   --warmup W   untimed round trips before each run (default 2000)
   --only LIST  comma-separated subset of direct,c,proxy,proxyLog (default: all; proxyLog is
                the proxy with --log <file>)
@@ -53,7 +53,7 @@ export const USAGE =
   --state-runs K      back-to-back transfers per path and direction in the stream section
                       (default 3)
   --state-rounds K    rounds of the stream section, the paths in turn in each; the median
-                      round is reported (default 3)
+                      round is reported (default 5)
   --downtime-runs K   live migrations per path in the downtime section (default 7; needs
                       QEMU, virtiofsd and the guest from scripts/setup_peers.sh)`;
 
@@ -97,13 +97,13 @@ export function parseArgs(argv: string[]): BenchOptions {
   const opts: BenchOptions = {
     rounds: 20000,
     warmup: 2000,
-    runs: 3,
+    runs: 5,
     only: [...PATH_NAMES],
     fdBack: false,
     sections: [...DEFAULT_SECTIONS],
     stateMib: 256,
     stateRuns: 3,
-    stateRounds: 3,
+    stateRounds: 5,
     downtimeRuns: 7,
   };
   for (let i = 0; i < argv.length; i++) {

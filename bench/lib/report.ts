@@ -67,7 +67,7 @@ export function verdictText(v: Verdict): string {
   const lines = [`Target: proxy added p50 / C relay added p50 ≤ ${v.limit}×`];
   for (const c of v.checks) {
     const ratio = c.ratio === null
-      ? "n/a (C relay added ≤ 0: noise, rerun)"
+      ? "n/a (C relay added < 5 µs: noise, rerun)"
       : `${c.ratio.toFixed(2)}×`;
     lines.push(
       `  ${c.fd ? "1 fd " : "no fd"}: ${us(c.proxyAddedP50, true)} / ` +
