@@ -23,14 +23,19 @@ export type Expectation = "reply" | "ack" | "none" | "unknown";
 
 /** A request that may still be answered. */
 export interface PendingRequest {
+  /** The request as logged. */
   record: MessageRecord;
+  /** What answer it is owed. */
   expect: Expectation;
 }
 
 /** One guest memory region of the table the front-end set. */
 export interface Region {
+  /** Guest physical address of the region's start. */
   gpa: bigint;
+  /** Size of the region in bytes. */
   size: bigint;
+  /** Front-end virtual address of the region's start (what ring addresses are given in). */
   uaddr: bigint;
   /** Which message added it (for the finding's values). */
   from: string;
@@ -38,8 +43,11 @@ export interface Region {
 
 /** The device-state transfer SET_DEVICE_STATE_FD opened. */
 export interface Transfer {
+  /** SAVE on the source, LOAD on the destination. */
   direction: "SAVE" | "LOAD";
+  /** Migration phase the request named. */
   phase: number;
+  /** The SET_DEVICE_STATE_FD that opened the transfer. */
   request: MessageRecord;
   /** The reply's outcome: accepted (error 0), refused, or not answered yet. */
   state: "requested" | "accepted" | "refused";
@@ -51,12 +59,15 @@ export interface Transfer {
 
 /** A CHECK_DEVICE_STATE whose verdict waits for the `transfer-end` record (written late). */
 export interface WaitingCheck {
+  /** The CHECK_DEVICE_STATE request. */
   record: MessageRecord;
+  /** The transfer it checks. */
   transfer: Transfer;
 }
 
 /** Everything the lint knows about one session. */
 export interface LintSession {
+  /** The session number of the records judged. */
   session: number;
   /** Virtio features of the last GET_FEATURES reply (names, `bit N` for unnamed bits). */
   virtioOffered?: Set<string>;
@@ -74,9 +85,13 @@ export interface LintSession {
   postcopy: boolean;
   /** Rings with a kick fd (or in-band kick) since their last GET_VRING_BASE: started. */
   started: Set<number>;
+  /** The guest memory table, as SET_MEM_TABLE and ADD/REM_MEM_REG left it. */
   regions: Region[];
+  /** The device-state transfer in progress, if any. */
   transfer?: Transfer;
+  /** CHECK_DEVICE_STATE requests waiting for their transfer's end record. */
   waitingChecks: WaitingCheck[];
+  /** Requests still owed an answer, per channel, oldest first. */
   pending: Record<ChannelName, PendingRequest[]>;
   /** The SET_PROTOCOL_FEATURES that set INBAND_NOTIFICATIONS without BACKEND_REQ and
    * REPLY_ACK, and whether the back-end has been flagged for going on since. */

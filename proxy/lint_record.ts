@@ -10,16 +10,21 @@ import type { SenderSide } from "./log_record.ts";
 
 /** A conformance-lint finding (`proxy/lint_rules.ts`): a peer departed from a spec rule. */
 export interface LintFindingRecord {
+  /** Discriminant of the record union, with {@link LintFindingRecord.event}. */
   type: "lint";
+  /** Which lint record this is. */
   event: "finding";
   /** Time of the message (or session end) the finding is about. */
   ts: string;
+  /** The session the finding is in. */
   session: number;
   /** Rule id, e.g. `reply-missing`. */
   rule: string;
   /** The peer that broke the rule. */
   peer: SenderSide;
+  /** `error` for a broken MUST, `warning` for a SHOULD or an approximate check. */
   severity: "error" | "warning";
+  /** What the peer did, one sentence with the values. */
   message: string;
   /** The values the finding rests on. */
   values: Record<string, unknown>;
@@ -29,15 +34,21 @@ export interface LintFindingRecord {
 
 /** The lint's verdict on one peer at the end of a session. */
 export interface LintVerdictRecord {
+  /** Discriminant of the record union, with {@link LintVerdictRecord.event}. */
   type: "lint";
+  /** Which lint record this is. */
   event: "verdict";
+  /** ISO-8601 time of the session's end (or of the log's last record). */
   ts: string;
+  /** The session judged. */
   session: number;
+  /** The peer judged: one verdict per peer and session. */
   peer: SenderSide;
   /** `clean`: no rule fired for this peer in this session. */
   verdict: "clean" | "findings";
   /** Messages the peer sent in the session. */
   messages: number;
+  /** Findings against this peer, including those beyond the per-rule record cap. */
   findings: number;
   /** Findings by severity (not top-level `errors`/`warnings`: the log tools read a record's
    * `warnings` as a list of relay warnings). */

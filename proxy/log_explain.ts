@@ -31,10 +31,13 @@ export type Culprit = "front-end" | "back-end" | "proxy";
 
 /** One line of the merged timeline. */
 export interface ExplainEvent {
+  /** ISO-8601 time of the record the step comes from. */
   ts: string;
+  /** The proxy log the step is from. */
   side: MigrationRole;
   /** Short name of the step: a request name, `transfer-start`, `session-end`… */
   step: string;
+  /** What happened, one line (result, bytes, reason). */
   detail: string;
   /** False for a step that failed; absent for steps that carry no outcome. */
   ok?: boolean;
@@ -75,11 +78,13 @@ export interface Explanation {
   culpritSide?: MigrationRole;
   /** No device-state migration was found in the logs at all. */
   found: boolean;
+  /** The state's fingerprints as the source and the destination proxy saw it. */
   fingerprints: ExplainFingerprints;
   /** Sessions the verdict was read from, per side. */
   sessions: Partial<Record<MigrationRole, number>>;
   /** Attempts before the last in those sessions (the verdict is about the last), per side. */
   earlierAttempts: Partial<Record<MigrationRole, number>>;
+  /** Both sides' device-state steps, merged in time order. */
   timeline: ExplainEvent[];
 }
 

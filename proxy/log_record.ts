@@ -17,27 +17,35 @@ export type SenderSide = "front-end" | "back-end";
 
 /** Kind of an fd riding on a message, from /proc. */
 export interface FdInfo {
+  /** What the fd is, from its /proc link: `memfd`, `eventfd`, `pipe`, `socket`, `file`, `anon` or `unknown`. */
   kind: string;
 }
 
 /** One relayed (or proxy-made) vhost-user message. */
 export interface MessageRecord {
+  /** Discriminant of the record union. */
   type: "message";
   /** ISO-8601 wall-clock time. */
   ts: string;
+  /** Number of the front-end connection the message belongs to. */
   session: number;
+  /** The main socket or the back-end channel. */
   channel: ChannelName;
   /** Sender of the message as it arrived at the proxy. */
   from: SenderSide;
   /** The way it travelled, e.g. "front-end → back-end". */
   direction: "front-end → back-end" | "back-end → front-end";
+  /** A request, or the reply to one (the REPLY flag). */
   kind: "request" | "reply";
+  /** Request code from the header, in the sender's dialect. */
   code: number;
+  /** Catalogue name without `VHOST_USER_`, or `UNKNOWN(n)` for a code the dialect lacks. */
   name: string;
   /** Header flags as hex, e.g. "0x9". */
   flags: string;
   /** Names of set flag bits, e.g. ["NEED_REPLY"]. */
   flagNames: string[];
+  /** Payload size in bytes, from the header. */
   size: number;
   /** Payload layout name from the catalogue, e.g. "vring_addr". */
   layout: string;
@@ -45,6 +53,7 @@ export interface MessageRecord {
   payload: Record<string, unknown>;
   /** One-line summary of the key fields. */
   summary: string;
+  /** The fds that came with the message (ancillary data), in order. */
   fds: FdInfo[];
   /** For replies: microseconds since the matching request reached the proxy. */
   latencyUs?: number;
@@ -60,29 +69,43 @@ export interface MessageRecord {
 
 /** A session (one front-end connection) began. */
 export interface SessionStartRecord {
+  /** Discriminant of the record union. */
   type: "session-start";
+  /** ISO-8601 wall-clock time the front-end was accepted. */
   ts: string;
+  /** Session number: every later record of this connection carries it. */
   session: number;
   /** The front-end's process credentials (SO_PEERCRED). */
   frontEnd: { pid: number; uid: number; gid: number } | null;
+  /** The back-end socket path the session was connected to. */
   backend: string;
 }
 
 /** Counters kept per session. */
 export interface SessionSummary {
+  /** From accept to the end of the session. */
   durationMs: number;
+  /** Messages relayed or made by the proxy, both directions and channels. */
   messages: number;
+  /** Payload bytes of those messages (headers not counted). */
   bytes: number;
+  /** Fds passed on with the messages. */
   fdsRelayed: number;
+  /** Messages per request name. */
   byName: Record<string, number>;
+  /** Error records the session produced. */
   errors: number;
+  /** Warning records the session produced. */
   warnings: number;
 }
 
 /** A session ended, with why and what was still in flight. */
 export interface SessionEndRecord {
+  /** Discriminant of the record union. */
   type: "session-end";
+  /** ISO-8601 wall-clock time the session ended. */
   ts: string;
+  /** Number of the session that ended. */
   session: number;
   /** Human sentence, e.g. "back-end closed the main channel". */
   reason: string;
@@ -92,19 +115,27 @@ export interface SessionEndRecord {
   violationBy?: SenderSide;
   /** Requests that were awaiting a reply when the session ended. */
   inFlight: { channel: ChannelName; name: string; waitedMs: number }[];
+  /** The session's counters. */
   summary: SessionSummary;
 }
 
 /** Problems: protocol violations, stuck replies, I/O failures. */
 export interface ProblemRecord {
+  /** `error` when the message was refused or the session is at risk; `warning` when it was relayed anyway. */
   type: "error" | "warning";
+  /** ISO-8601 wall-clock time. */
   ts: string;
+  /** The session, absent for problems of the proxy itself (listening, the log). */
   session?: number;
+  /** The channel the offending message travelled on, when there is one. */
   channel?: ChannelName;
+  /** The peer that sent the offending message, when there is one. */
   side?: SenderSide;
   /** Request name the problem concerns, when known. */
   request?: string;
+  /** The payload field at fault, when one is (e.g. `index`). */
   field?: string;
+  /** The sentence, e.g. `Cannot decode SET_VRING_ADDR from front-end: payload is 12 bytes, expected 40`. */
   message: string;
 }
 
@@ -113,11 +144,17 @@ export type StateDirection = "SAVE" | "LOAD";
 
 /** A device-state transfer began (SET_DEVICE_STATE_FD accepted). */
 export interface TransferStartRecord {
+  /** Discriminant of the record union, with {@link TransferStartRecord.event}. */
   type: "device-state";
+  /** Which device-state record this is. */
   event: "transfer-start";
+  /** ISO-8601 wall-clock time the transfer began. */
   ts: string;
+  /** The session whose back-end's state moves. */
   session: number;
+  /** SAVE on the migration source, LOAD on the destination. */
   direction: StateDirection;
+  /** Migration phase of SET_DEVICE_STATE_FD (0 = STOPPED, the only one defined). */
   phase: number;
   /** Where the back-end's bytes flow: the proxy's own pipe, the back-end's reply fd, or the
    * proxy itself (emulation). */
@@ -128,17 +165,25 @@ export interface TransferStartRecord {
 
 /** A device-state transfer ended. */
 export interface TransferEndRecord {
+  /** Discriminant of the record union, with {@link TransferEndRecord.event}. */
   type: "device-state";
+  /** Which device-state record this is. */
   event: "transfer-end";
+  /** ISO-8601 wall-clock time the transfer ended. */
   ts: string;
+  /** The session whose back-end's state moved. */
   session: number;
+  /** SAVE on the migration source, LOAD on the destination. */
   direction: StateDirection;
+  /** The whole stream was delivered (EOF from the writer, everything written to the reader). */
   ok: boolean;
   /** Bytes delivered to the reader. */
   bytes: number;
   /** Bytes taken from the writer. */
   bytesIn: number;
+  /** From transfer-start to the end of the stream. */
   durationMs: number;
+  /** `bytes` over `durationMs`, in MiB/s. */
   throughputMiBps: number;
   /**
    * The fingerprint of the delivered bytes and its algorithm (`--state-hash`, default
@@ -151,6 +196,7 @@ export interface TransferEndRecord {
   hashTrailMs?: number;
   /** Why `fingerprint` is missing although hashing was on. */
   hashError?: string;
+  /** Why the transfer failed, when `ok` is false. */
   error?: string;
   /** File the blob was saved to (`--state-dump`). */
   dump?: string;
@@ -164,10 +210,15 @@ export interface TransferEndRecord {
 
 /** CHECK_DEVICE_STATE: what the back-end said and what the proxy told the front-end. */
 export interface CheckRecord {
+  /** Discriminant of the record union, with {@link CheckRecord.event}. */
   type: "device-state";
+  /** Which device-state record this is. */
   event: "check";
+  /** ISO-8601 wall-clock time the result was sent to the front-end. */
   ts: string;
+  /** The session the check belongs to. */
   session: number;
+  /** The transfer the check concludes, when one was opened. */
   direction?: StateDirection;
   /** The back-end's u64 result (absent when the proxy answered alone). */
   backendResult?: number;
@@ -179,10 +230,15 @@ export interface CheckRecord {
 
 /** Other device-state events: feature offered/hidden, request refused by a fault, held CHECK. */
 export interface DeviceStateNoteRecord {
+  /** Discriminant of the record union, with {@link DeviceStateNoteRecord.event}. */
   type: "device-state";
+  /** Which device-state record this is. */
   event: "note";
+  /** ISO-8601 wall-clock time. */
   ts: string;
+  /** The session the note is about. */
   session: number;
+  /** The note, one sentence. */
   message: string;
 }
 
@@ -195,44 +251,67 @@ export type DeviceStateRecord =
 
 /** Proxy lifecycle: listening, stopped. */
 export interface ProxyRecord {
+  /** Discriminant of the record union. */
   type: "proxy";
+  /** ISO-8601 wall-clock time. */
   ts: string;
   /** `log-reopened`: SIGHUP; the records after it are in the file now at the log's path. */
   event: "listening" | "stopping" | "stopped" | "log-reopened";
+  /** The socket path the proxy listens on (`listening`). */
   listen?: string;
+  /** The back-end socket path sessions connect to (`listening`). */
   backend?: string;
+  /** The proxy's process id (`listening`). */
   pid?: number;
 }
 
 /** One step of a back-end restart (`ctl restart-backend`), with how long it took. */
 export interface RestartStepRecord {
+  /** Discriminant of the record union, with {@link RestartStepRecord.event}. */
   type: "restart";
+  /** Which restart record this is. */
   event: "step";
+  /** ISO-8601 wall-clock time the step ended. */
   ts: string;
+  /** The session whose back-end is being replaced. */
   session: number;
   /** connect, negotiate, memory table, stop old rings, save, load, start new rings, status, swap. */
   step: string;
+  /** How long the step took. */
   ms: number;
+  /** The step succeeded; a failed step starts the rollback. */
   ok: boolean;
+  /** What the step did or why it failed, one line. */
   detail?: string;
 }
 
 /** A back-end restart ended: the pause the guest saw, or the step that failed and the rollback. */
 export interface RestartRecord {
+  /** Discriminant of the record union, with {@link RestartRecord.event}. */
   type: "restart";
+  /** Which restart record this is. */
   event: "done";
+  /** ISO-8601 wall-clock time the restart ended. */
   ts: string;
+  /** The session whose back-end was replaced. */
   session: number;
+  /** The new back-end serves the session; false: the old one still does, or none. */
   ok: boolean;
+  /** The new back-end's socket path. */
   backend: string;
   /** The back-end's state was carried over (SAVE from the old, LOAD into the new). */
   withState: boolean;
   /** From stopping the old back-end's rings to the new one's started. */
   pauseMs: number;
+  /** From the control request to the end of the restart. */
   totalMs: number;
+  /** Size of the state carried over, when `withState`. */
   stateBytes?: number;
+  /** The step that failed, when `ok` is false. */
   failedStep?: string;
+  /** Why it failed, one sentence. */
   error?: string;
+  /** What became of the old back-end after a failed step, e.g. `the old back-end serves on`. */
   rolledBack?: string;
 }
 
@@ -241,11 +320,17 @@ export interface RestartRecord {
  * `holdMs` while a new back-end is started; its state is lost.
  */
 export interface BackendLostRecord {
+  /** Discriminant of the record union, with {@link BackendLostRecord.event}. */
   type: "restart";
+  /** Which restart record this is. */
   event: "backend-lost";
+  /** ISO-8601 wall-clock time the back-end was found gone. */
   ts: string;
+  /** The session whose back-end went away. */
   session: number;
+  /** How the back-end was lost, e.g. `back-end closed the main channel`. */
   reason: string;
+  /** How long QEMU is held for a new back-end before the session ends. */
   holdMs: number;
 }
 
