@@ -33,7 +33,9 @@ export type LayoutRef =
 
 /** How many fds a message may carry. */
 export interface FdRule {
+  /** Fewest fds the message may carry. */
   readonly min: number;
+  /** Most fds the message may carry (before {@link FdRule.from} narrows the range). */
   readonly max: number;
   /**
    * Narrows the range from the decoded payload: `nofd` — exactly 0 when the
@@ -59,7 +61,9 @@ export type ReplyRule = "always" | "ack" | "asked" | "never";
 
 /** Which negotiated feature makes a request legal. */
 export interface FeatureGate {
+  /** The protocol feature that must be negotiated (offered, for a few requests). */
   readonly protocol?: ProtocolFeatureName;
+  /** The virtio feature that must be acked by SET_FEATURES. */
   readonly virtio?: VirtioFeatureName;
 }
 
@@ -84,6 +88,7 @@ export interface RequestSpec {
   readonly code: number;
   /** Spec name without `VHOST_USER_`, e.g. `SET_MEM_TABLE`. */
   readonly name: string;
+  /** The socket the request travels on: main (front-end requests) or backend (back-end requests). */
   readonly channel: Channel;
   /** Layout of the request payload. */
   readonly request: LayoutRef;
@@ -93,6 +98,7 @@ export interface RequestSpec {
   readonly fds: FdRule;
   /** Fds the reply carries. */
   readonly replyFds: FdRule;
+  /** When the request gets a reply. */
   readonly replies: ReplyRule;
   /** With this protocol feature negotiated the request always gets a reply (SET_LOG_BASE). */
   readonly alwaysWith?: ProtocolFeatureName;
@@ -101,8 +107,11 @@ export interface RequestSpec {
    * that does not fit {@link reply} is relayed raw with a warning.
    */
   readonly lenientReply?: boolean;
+  /** The feature that must be negotiated before the request is legal; absent: always legal. */
   readonly gate?: FeatureGate;
+  /** How postcopy changes the request and its reply (SET_MEM_TABLE, ADD/REM_MEM_REG). */
   readonly postcopy?: PostcopyRule;
+  /** Value checks beyond the layout's own. */
   readonly checks?: readonly RowCheck[];
   /**
    * Codes in other dialects: `null` when the request does not exist there.

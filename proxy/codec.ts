@@ -76,8 +76,11 @@ export const MAX_FDS = 8;
 
 /** A message header. */
 export interface Header {
+  /** Request code, in the sender's dialect. */
   request: number;
+  /** Version (bits 0–1), REPLY (bit 2), NEED_REPLY (bit 3); the rest reserved. */
   flags: number;
+  /** Payload size in bytes that follows the header. */
   size: number;
 }
 
@@ -148,26 +151,37 @@ export const NOTHING_NEGOTIATED: Negotiated = Object.freeze({
 
 /** Where a message came from and what its sender negotiated. */
 export interface DecodeContext {
+  /** The socket the message arrived on. */
   channel: Channel;
+  /** The peer that sent it: with the channel, whether it is a request or a reply. */
   sender: Side;
+  /** The numbering the sender speaks. */
   dialect: Dialect;
+  /** What the sender negotiated so far: decides payload layouts and reply rules. */
   negotiated: Negotiated;
 }
 
 /** A decoded message. */
 export interface Message {
+  /** The header as read from the wire. */
   readonly header: Header;
   /** Request code (= `header.request`), in {@link dialect}'s numbering. */
   readonly code: number;
   /** Catalogue name, or `UNKNOWN(99)` for codes the dialect does not define. */
   readonly name: string;
+  /** The socket the message travelled on. */
   readonly channel: Channel;
+  /** The peer that sent it. */
   readonly sender: Side;
+  /** The numbering of {@link Message.code}. */
   readonly dialect: Dialect;
+  /** A request, or the reply to one. */
   readonly kind: "request" | "reply";
   /** The catalogue row; undefined for unknown codes (payload is then raw). */
   readonly spec: RequestSpec | undefined;
+  /** The typed payload, tagged with its layout name. */
   readonly payload: Payload;
+  /** Number of fds that arrived with the message. */
   readonly fdCount: number;
   /** Harmless oddities a peer accepts; the message is still relayable. */
   readonly warnings: readonly string[];
@@ -571,14 +585,19 @@ export function encodeMessage(message: Message): Uint8Array {
 
 /** Options of {@link createMessage}. */
 export interface CreateOptions {
+  /** The socket the message is for. */
   channel: Channel;
+  /** The peer it is sent as: a request from the requester of the channel, else a reply. */
   sender: Side;
+  /** The numbering to write the code in (default upstream). */
   dialect?: Dialect;
   /** Request name (catalogue) or code. */
   request: string | number;
+  /** The payload, tagged with its layout name (`{ layout: "empty" }` for none). */
   payload: Payload;
   /** Set NEED_REPLY on a request. */
   needReply?: boolean;
+  /** Fds that will be sent with the message (default 0). */
   fdCount?: number;
 }
 

@@ -9,8 +9,11 @@ import type { FingerprintAlgorithm } from "./fingerprint.ts";
 
 /** Device-state behaviour: relay (default), emulate, off; dumps, buffering, faults, commands. */
 export interface DeviceStateConfig {
+  /** `relay` streams the back-end's state; `emulate` holds the proxy's own for a back-end without F_DEVICE_STATE; `off` hides F_DEVICE_STATE. */
   mode: "relay" | "emulate" | "off";
+  /** Directory to save every state blob into (`--state-dump`). */
   dumpDir?: string;
+  /** Read the whole state before delivering it, so it is validated first (`--state-buffer`). */
   buffer?: boolean;
   /** Fingerprint every transfer (default true). */
   hash?: boolean;
@@ -21,8 +24,11 @@ export interface DeviceStateConfig {
    * {@linkcode DEFAULT_HASH_BACKLOG_MIB}); 0 hashes inline, before the transfer ends.
    */
   hashBacklogMiB?: number;
+  /** Device-state faults to inject (`--fault`), e.g. `state-truncate:4096`, `check-fail`. */
   faults?: string[];
+  /** Emulate only: a command whose stdout travels with the proxy's state at SAVE. */
   saveCmd?: string;
+  /** Emulate only: a command given that part on stdin at LOAD; a non-zero exit fails the CHECK. */
   loadCmd?: string;
 }
 

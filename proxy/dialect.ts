@@ -25,13 +25,17 @@ import type { LayoutName } from "./layouts.ts";
 
 /** Why a message or code cannot be expressed in the target dialect. */
 export interface DialectError {
+  /** Tells a dialect error from other failures. */
   readonly kind: "dialect";
+  /** The channel of the request. */
   readonly channel: Channel;
   /** Code in the source dialect. */
   readonly code: number;
   /** Request name, or `UNKNOWN(n)`. */
   readonly request: string;
+  /** The dialect the code is in. */
   readonly from: Dialect;
+  /** The dialect it could not be expressed in. */
   readonly to: Dialect;
   /** Sentence, e.g. `Cannot translate GET_SHARED_OBJECT (41) from upstream to rfc2023: the request does not exist in rfc2023`. */
   readonly message: string;
@@ -39,9 +43,11 @@ export interface DialectError {
 
 /** Failure of a translation: the sentence (for logs) and its structured details. */
 export interface TranslateFailure {
+  /** Tells a failure from a translation. */
   readonly ok: false;
   /** The sentence of {@link DialectError.message}. */
   readonly error: string;
+  /** What could not be translated, structured. */
   readonly details: DialectError;
 }
 
@@ -191,6 +197,7 @@ export function translateMessage(
   from: Dialect,
   to: Dialect,
 ): TranslateResult<Message>;
+/** Rewrites the raw bytes of one message (header and payload) for a peer of another dialect; `channel` defaults to `main`. */
 export function translateMessage(
   input: Uint8Array,
   from: Dialect,

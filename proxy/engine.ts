@@ -25,10 +25,15 @@ export interface EngineConfig {
   listen: { path: string; mode?: number } | { fd: number };
   /** The back-end's socket path. */
   backend: string;
+  /** The numbering QEMU's side speaks (`--front-dialect`). */
   frontDialect: Dialect;
+  /** The numbering the back-end speaks (`--back-dialect`); differing dialects are translated. */
   backDialect: Dialect;
+  /** A request unanswered this long is reported (`--stuck-after`; 0 = never). */
   stuckAfterMs: number;
+  /** How long to keep retrying the back-end for each new session (`--connect-timeout`). */
   connectTimeoutMs: number;
+  /** Make message records; off, only sessions, problems and device state are logged. */
   logMessages: boolean;
   /** Device-state options, interpreted by the device-state module. */
   deviceState: DeviceStateConfig;

@@ -26,6 +26,7 @@ import { createBLAKE3, createXXHash128, type IHasher } from "hash-wasm";
 
 /** The algorithms `--state-hash` selects (besides `off`). */
 export const FINGERPRINT_ALGORITHMS = ["xxh3-128", "blake3", "sha256"] as const;
+/** A device-state fingerprint algorithm, as `--state-hash` names it. */
 export type FingerprintAlgorithm = typeof FINGERPRINT_ALGORITHMS[number];
 
 /** The default: the fastest 128-bit hash measured here (README "Measured here"). */

@@ -497,43 +497,53 @@ export type Empty = Record<never, never>;
 
 /** Bytes relayed as-is: unknown requests and lenient replies. */
 export interface Raw {
+  /** The payload bytes, uninterpreted. */
   readonly bytes: Uint8Array;
 }
 
 /** A plain u64 (counters, MTU, session ids, and the generic 0 = success result). */
 export interface U64 {
+  /** The u64. */
   readonly value: bigint;
 }
 
 /** A virtio feature mask (GET/SET_FEATURES). */
 export interface VirtioFeatures {
+  /** The feature mask; bit names in {@link VIRTIO_FEATURES}. */
   readonly features: bigint;
 }
 
 /** A protocol feature mask (GET/SET_PROTOCOL_FEATURES), numbered in the message's dialect. */
 export interface ProtocolFeatures {
+  /** The feature mask; bit names in {@link PROTOCOL_FEATURES}. */
   readonly features: bigint;
 }
 
 /** Virtio device status byte in a u64 (SET/GET_STATUS). */
 export interface Status {
+  /** The status byte (ACKNOWLEDGE, DRIVER, FEATURES_OK, DRIVER_OK…) widened to a u64. */
   readonly status: bigint;
 }
 
 /** SEND_RARP: the guest MAC in the first six bytes of a u64. */
 export interface Mac {
+  /** The six MAC bytes. */
   readonly mac: Uint8Array;
+  /** The u64's two remaining bytes. */
   readonly padding: number;
 }
 
 /** `struct vhost_vring_state` (8): ring index and a number. */
 export interface VringState {
+  /** Ring index. */
   readonly index: number;
+  /** The request's number: ring size, base index, enable flag or endianness. */
   readonly num: number;
 }
 
 /** SET/GET_VRING_BASE `num` for packed rings (spec §1.4.3), with the ring index. */
 export interface VringBasePacked {
+  /** Ring index. */
   readonly index: number;
   /** Next available index (bits 0–14). */
   readonly availIndex: number;
@@ -547,6 +557,7 @@ export interface VringBasePacked {
 
 /** Vring file index u64 of SET_VRING_KICK/CALL/ERR: index, NOFD bit, reserved bits 9–63. */
 export interface VringFile {
+  /** Ring index (bits 0–7). */
   readonly index: number;
   /** Bit 8: no fd attached, poll instead. */
   readonly noFd: boolean;
@@ -556,20 +567,29 @@ export interface VringFile {
 
 /** `struct vhost_vring_addr` (40). */
 export interface VringAddr {
+  /** Ring index. */
   readonly index: number;
   /** Bit 0 `VHOST_VRING_F_LOG`. */
   readonly flags: number;
+  /** Descriptor table address, in the front-end's virtual address space (or guest-physical with F_GPA_ADDRESSES). */
   readonly descUserAddr: bigint;
+  /** Used ring address. */
   readonly usedUserAddr: bigint;
+  /** Available ring address. */
   readonly availUserAddr: bigint;
+  /** Guest address of the used ring for dirty logging (with VHOST_VRING_F_LOG). */
   readonly logGuestAddr: bigint;
 }
 
 /** One memory region description (32 bytes). */
 export interface MemoryRegion {
+  /** Guest physical address of the region's start. */
   readonly guestPhysAddr: bigint;
+  /** Region size in bytes. */
   readonly memorySize: bigint;
+  /** The front-end's virtual address of the region's start. */
   readonly userspaceAddr: bigint;
+  /** Offset of the region in the fd that maps it. */
   readonly mmapOffset: bigint;
 }
 
@@ -577,77 +597,103 @@ export interface MemoryRegion {
 export interface XenMemoryRegion extends MemoryRegion {
   /** Bit 0 foreign, bit 1 grant, bit 8 map on demand. */
   readonly xenMmapFlags: number;
+  /** Xen domain id owning the memory. */
   readonly domid: number;
 }
 
 /** `VhostUserMemory` (8 + 32·n, n ≤ 8); `nregions` on the wire is `regions.length`. */
 export interface MemoryTable {
+  /** Reserved u32 after `nregions`. */
   readonly padding: number;
+  /** The regions, one fd each. */
   readonly regions: readonly MemoryRegion[];
 }
 
 /** `VhostUserMemory` with 40-byte Xen regions (8 + 40·n). */
 export interface XenMemoryTable {
+  /** Reserved u32 after `nregions`. */
   readonly padding: number;
+  /** The regions, one fd each. */
   readonly regions: readonly XenMemoryRegion[];
 }
 
 /** `VhostUserMemRegMsg` (40): u64 padding then one region (ADD/REM_MEM_REG). */
 export interface MemRegion extends MemoryRegion {
+  /** Reserved u64 before the region. */
   readonly padding: bigint;
 }
 
 /** `VhostUserMemRegMsg` with a Xen region (48). */
 export interface XenMemRegion extends XenMemoryRegion {
+  /** Reserved u64 before the region. */
   readonly padding: bigint;
 }
 
 /** `VhostUserLog` (16). */
 export interface Log {
+  /** Size of the dirty log area to map. */
   readonly mmapSize: bigint;
+  /** Offset of the log area in the fd. */
   readonly mmapOffset: bigint;
 }
 
 /** `struct vhost_iotlb_msg` (32). */
 export interface Iotlb {
+  /** I/O virtual address of the mapping. */
   readonly iova: bigint;
+  /** Size of the mapping in bytes. */
   readonly size: bigint;
+  /** The front-end's virtual address it maps to. */
   readonly uaddr: bigint;
   /** 0 none, 1 RO, 2 WO, 3 RW. */
   readonly perm: number;
   /** 1 miss, 2 update, 3 invalidate, 4 access-fail. */
   readonly type: number;
+  /** Six reserved bytes after `type`. */
   readonly padding: Uint8Array;
 }
 
 /** `VhostUserConfig` (12 + size, size ≤ 256); `size` on the wire is `data.length`. */
 export interface Config {
+  /** Offset in the device configuration space. */
   readonly offset: number;
   /** 0 front-end write of writable fields, 1 live-migration write. */
   readonly flags: number;
+  /** The configuration bytes read or written. */
   readonly data: Uint8Array;
 }
 
 /** `VhostUserVringArea` (24) of BACKEND_VRING_HOST_NOTIFIER_MSG. */
 export interface VringArea {
+  /** Ring index (bits 0–7). */
   readonly index: number;
+  /** Bit 8: no fd, the host notifier is removed. */
   readonly noFd: boolean;
+  /** Bits 9–63 (should be 0), kept so re-encoding is exact. */
   readonly reserved: bigint;
+  /** Size of the notifier area. */
   readonly size: bigint;
+  /** Offset of the area in the fd. */
   readonly offset: bigint;
 }
 
 /** `VhostUserInflight` (24, 4 bytes tail padding). */
 export interface Inflight {
+  /** Size of the inflight buffer to map. */
   readonly mmapSize: bigint;
+  /** Offset of the buffer in the fd. */
   readonly mmapOffset: bigint;
+  /** Number of queues the buffer covers. */
   readonly numQueues: number;
+  /** Size of each queue. */
   readonly queueSize: number;
+  /** Reserved tail padding. */
   readonly padding: number;
 }
 
 /** `VhostUserShared` (16): a UUID. */
 export interface SharedObject {
+  /** The 16-byte UUID of the shared object. */
   readonly uuid: Uint8Array;
 }
 
@@ -665,14 +711,17 @@ export interface DeviceStateResult {
   readonly error: number;
   /** Bit 8: set ⇒ no fd in the reply; clear ⇒ one fd the front-end must use. */
   readonly noFd: boolean;
+  /** Bits 9–63 (should be 0), kept so re-encoding is exact. */
   readonly reserved: bigint;
 }
 
 /** `VhostUserCryptoSession` (1072, QEMU ≥ 8.0): the session union is kept raw. */
 export interface CryptoSession {
+  /** The crypto operation code (cipher, hash, MAC, AEAD, asym). */
   readonly opCode: bigint;
   /** The 1056-byte sym/asym union, including host pointers; opaque to a relay. */
   readonly session: Uint8Array;
+  /** The back-end's id of the session, set in its reply. */
   readonly sessionId: bigint;
 }
 
@@ -681,7 +730,9 @@ export interface CryptoSession {
  * id and `nregions` counts the non-zero sizes (spec §1.10): regions may sit at any ids.
  */
 export interface ShmemConfig {
+  /** Number of shared-memory regions the device has. */
   readonly nregions: number;
+  /** Reserved u32 after `nregions`. */
   readonly padding: number;
   /** All 256 entries; entry `i` is the size of region id `i` (0 = no region). */
   readonly memorySizes: readonly bigint[];
@@ -698,10 +749,15 @@ export function shmemRegions(value: ShmemConfig): { id: number; size: bigint }[]
 
 /** `VhostUserMMap` (40, rust-vmm 0.16). */
 export interface ShmemMap {
+  /** Id of the shared-memory region to map into. */
   readonly shmid: number;
+  /** Seven reserved bytes after `shmid`. */
   readonly padding: Uint8Array;
+  /** Offset of the mapping in the fd. */
   readonly fdOffset: bigint;
+  /** Offset of the mapping in the shared-memory region. */
   readonly shmOffset: bigint;
+  /** Size of the mapping in bytes. */
   readonly len: bigint;
   /** Bit 0 writable. */
   readonly flags: bigint;
@@ -709,33 +765,61 @@ export interface ShmemMap {
 
 /** Value type of every layout, by layout name. */
 export interface LayoutValues {
+  /** No payload. */
   empty: Empty;
+  /** Bytes relayed as they are (unknown codes, lenient replies). */
   raw: Raw;
+  /** A plain u64 (queue count, MTU, crypto session id…). */
   u64: U64;
+  /** A u64 result: 0 success, anything else failure (REPLY_ACK acks and similar replies). */
   result: U64;
+  /** QEMU's u64 acknowledgement of the back-end's postcopy region reply. */
   postcopy_ack: U64;
+  /** GET/SET_FEATURES. */
   virtio_features: VirtioFeatures;
+  /** GET/SET_PROTOCOL_FEATURES. */
   protocol_features: ProtocolFeatures;
+  /** GET/SET_STATUS. */
   status: Status;
+  /** SEND_RARP. */
   mac: Mac;
+  /** Ring index and number: SET_VRING_NUM, SET/GET_VRING_BASE on split rings, SET_VRING_ENABLE… */
   vring_state: VringState;
+  /** SET/GET_VRING_BASE on packed rings. */
   vring_base_packed: VringBasePacked;
+  /** SET_VRING_KICK/CALL/ERR. */
   vring_file: VringFile;
+  /** SET_VRING_ADDR. */
   vring_addr: VringAddr;
+  /** SET_MEM_TABLE. */
   memory_table: MemoryTable;
+  /** SET_MEM_TABLE with F_XEN_MMAP. */
   memory_table_xen: XenMemoryTable;
+  /** ADD/REM_MEM_REG. */
   mem_region: MemRegion;
+  /** ADD/REM_MEM_REG with F_XEN_MMAP. */
   mem_region_xen: XenMemRegion;
+  /** SET_LOG_BASE. */
   log: Log;
+  /** IOTLB_MSG, both channels. */
   iotlb: Iotlb;
+  /** GET/SET_CONFIG. */
   config: Config;
+  /** BACKEND_VRING_HOST_NOTIFIER_MSG. */
   vring_area: VringArea;
+  /** GET/SET_INFLIGHT_FD. */
   inflight: Inflight;
+  /** The shared-object requests of either channel: a UUID. */
   shared_object: SharedObject;
+  /** SET_DEVICE_STATE_FD request. */
   device_state_params: DeviceStateParams;
+  /** SET_DEVICE_STATE_FD reply. */
   device_state_result: DeviceStateResult;
+  /** CREATE_CRYPTO_SESSION. */
   crypto_session: CryptoSession;
+  /** GET_SHMEM_CONFIG reply. */
   shmem_config: ShmemConfig;
+  /** BACKEND_SHMEM_MAP/UNMAP. */
   shmem_map: ShmemMap;
 }
 

@@ -64,6 +64,7 @@ export class LintEngine {
   readonly #sessions = new Map<number, { model: LintSession; tally: Tally }>();
   readonly #unjudged = new Set<number>();
 
+  /** A fresh engine: no session seen yet, the rules of `options` (default every rule). */
   constructor(options: LintOptions = {}) {
     this.#rules = options.rules ?? LINT_RULES;
     this.#max = options.maxFindingsPerRule ?? 10;
@@ -218,7 +219,9 @@ function newTally(): Tally {
 
 /** What the lint found in one session. */
 export interface SessionLint {
+  /** The session number. */
   session: number;
+  /** Its findings, up to the per-rule cap, in log order. */
   findings: LintFindingRecord[];
   /** One per peer. */
   verdicts: LintVerdictRecord[];
@@ -226,6 +229,7 @@ export interface SessionLint {
 
 /** What `log lint` reports about a log. */
 export interface LintReport {
+  /** Every judged session, in the order its verdicts came. */
   sessions: SessionLint[];
   /** Findings in all sessions (including those beyond the per-rule record cap). */
   findings: number;

@@ -41,8 +41,11 @@ export interface SpecQuote {
 
 /** What a check reports: the peer at fault, a sentence with the values, the values. */
 export interface FindingInput {
+  /** The peer the finding is against. */
   peer: LintPeer;
+  /** What the peer did, one sentence with the values. */
   message: string;
+  /** The values the finding rests on (fields, codes, feature names). */
   values: Record<string, unknown>;
   /** The record the finding is about (its time stamps the finding). */
   at?: { ts: string };
@@ -53,6 +56,7 @@ export type Report = (finding: FindingInput) => void;
 
 /** A message as a rule sees it: the record, and for a reply the request it answers. */
 export interface MessageEvent {
+  /** The message as logged. */
   record: MessageRecord;
   /** For a reply: the waiting request with its code (undefined: none waits). */
   answers?: PendingRequest;
@@ -66,7 +70,9 @@ export interface LintRule {
   readonly id: string;
   /** Whom the rule binds: one peer, or `both` (the finding names which). */
   readonly peer: LintPeer | "both";
+  /** How bad a finding of this rule is. */
   readonly severity: LintSeverity;
+  /** The spec sentence the rule checks, with its section. */
   readonly spec: SpecQuote;
   /** What the check looks at, one line. */
   readonly checks: string;

@@ -358,10 +358,13 @@ export function sessionsOf(records: LogRecord[]): number[] {
 
 /** Filters for `log show` and `log follow`. */
 export interface ShowFilter {
+  /** Only records of this session (records without a session always pass). */
   session?: number;
   /** Request name, any case, with or without the `VHOST_USER_` prefix. */
   name?: string;
+  /** Only messages on this channel, `main` or `backend`. */
   channel?: string;
+  /** Only records {@linkcode problemOf} finds a problem in. */
   problemsOnly?: boolean;
 }
 
@@ -394,8 +397,11 @@ function percentile(sorted: number[], p: number): number {
 
 /** A run in numbers. */
 export interface LogSummary {
+  /** Sessions that started in the log. */
   sessions: number;
+  /** Message records (requests and replies). */
   messages: number;
+  /** Per request name: requests, replies and reply latencies (µs), most frequent first. */
   byName: {
     name: string;
     requests: number;
@@ -404,9 +410,13 @@ export interface LogSummary {
     p99Us?: number;
     maxUs?: number;
   }[];
+  /** Fds the messages carried. */
   fds: number;
+  /** Error records, one line each. */
   errors: string[];
+  /** Warning records, one line each. */
   warnings: string[];
+  /** Every device-state transfer that ended, with its size, time and fingerprint. */
   transfers: {
     session: number;
     direction: string;
@@ -418,6 +428,7 @@ export interface LogSummary {
     fingerprint?: { algorithm: string; value: string };
     error?: string;
   }[];
+  /** Why each session ended and who closed it. */
   sessionEnds: { session: number; reason: string; closedBy?: string }[];
   /** Every CHECK_DEVICE_STATE answer the proxy logged (0 = success). */
   checks: { session: number; direction?: string; result: number; reason?: string }[];
@@ -588,14 +599,19 @@ function signature(m: MessageRecord): string {
 
 /** Where two logs' conversations differ. */
 export interface LogDiff {
+  /** The two message sequences are equal. */
   same: boolean;
   /** Index (in messages) of the first difference, when they differ. */
   firstDifference?: number;
+  /** The left log's message at the first difference (`(end of log)` when it ran out). */
   left?: string;
+  /** The right log's message at the first difference. */
   right?: string;
   /** Messages per signature that one side has more of. */
   counts: { signature: string; left: number; right: number }[];
+  /** Messages compared from the left log. */
   leftMessages: number;
+  /** Messages compared from the right log. */
   rightMessages: number;
 }
 
