@@ -44,8 +44,11 @@ function deviceStateText(r: DeviceStateRecord): string {
       const what = r.ok ? "done" : `FAILED: ${r.error ?? "unknown error"}`;
       const state = r.state ? ` ${JSON.stringify(r.state)}` : "";
       const dump = r.dump ? ` dump=${r.dump}` : "";
+      // The named fingerprint; a log from before it has only `sha256`.
+      const fp = r.fingerprint ?? (r.sha256 ? { algorithm: "sha256", value: r.sha256 } : undefined);
+      const digest = fp ? `${fp.algorithm}=${fp.value}` : "fingerprint=(off)";
       return `${r.direction} ${what}: ${r.bytes} bytes in ${num(r.durationMs)} ms ` +
-        `(${num(r.throughputMiBps)} MiB/s) sha256=${r.sha256 ?? "(off)"}${dump}${state}`;
+        `(${num(r.throughputMiBps)} MiB/s) ${digest}${dump}${state}`;
     }
     case "check": {
       const back = r.backendResult !== undefined ? ` back-end=${r.backendResult}` : "";
