@@ -9,11 +9,22 @@
  *
  * @example
  * ```ts
+ * // The bytes of one message as they arrive on the main socket, with no fds.
+ * const bytes = encodeMessage(createMessage({
+ *   channel: "main",
+ *   sender: "front-end",
+ *   request: "SET_VRING_NUM",
+ *   payload: { layout: "vring_state", index: 0, num: 256 },
+ * }));
  * const header = readHeader(bytes);
- * const result = decodeMessage(header, bytes.subarray(HEADER_SIZE), fds.length, {
- *   channel: "main", sender: "front-end", dialect: "upstream", negotiated,
+ * const result = decodeMessage(header, bytes.subarray(HEADER_SIZE), 0, {
+ *   channel: "main",
+ *   sender: "front-end",
+ *   dialect: "upstream",
+ *   negotiated: NOTHING_NEGOTIATED,
  * });
- * if (result.ok) log.info(`${result.message.name} ${summarizeMessage(result.message)}`);
+ * if (result.ok) console.log(result.message.name, summarizeMessage(result.message));
+ * else console.error(result.error.message);
  * ```
  *
  * @module

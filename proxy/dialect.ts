@@ -186,10 +186,19 @@ function carriesProtocolFeatures(spec: RequestSpec, isReply: boolean): boolean {
  *
  * @example
  * ```ts
+ * import { createMessage, encodeMessage } from "./codec.ts";
+ *
+ * // CHECK_DEVICE_STATE is 42 upstream and 41 in the RFC numbering.
+ * const bytes = encodeMessage(createMessage({
+ *   channel: "main",
+ *   sender: "front-end",
+ *   request: "CHECK_DEVICE_STATE",
+ *   payload: { layout: "empty" },
+ * }));
  * const r = translateMessage(bytes, "upstream", "rfc2023");
  * if (!r.ok) throw new Error(r.error);
- * if (r.dropped.length > 0) log.warn(`Dropped features: ${r.dropped.join(", ")}`);
- * send(r.value);
+ * if (r.dropped.length > 0) console.warn(`Dropped features: ${r.dropped.join(", ")}`);
+ * console.log(new DataView(r.value.buffer).getUint32(0, true)); // 41
  * ```
  */
 export function translateMessage(

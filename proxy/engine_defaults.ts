@@ -26,15 +26,18 @@ export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
  * Returns a fresh object each call: spread it and override what differs.
  *
  * @example Start a proxy with the defaults but emulated device state
- * ```ts ignore
- * import { defaultEngineConfig, startProxy } from "./mod.ts";
+ * ```ts
+ * import { startProxy } from "./server.ts";
  *
- * const base = defaultEngineConfig("/tmp/vfs-proxy.sock", "/tmp/vfs.sock");
+ * const dir = Deno.makeTempDirSync();
+ * const base = defaultEngineConfig(`${dir}/proxy.sock`, `${dir}/virtiofsd.sock`);
  * const proxy = await startProxy(
  *   { ...base, deviceState: { ...base.deviceState, mode: "emulate" } },
  *   (record) => console.log(JSON.stringify(record)),
  * );
+ * // QEMU connects to proxy.sock; each connection is relayed to virtiofsd.sock.
  * await proxy.stop();
+ * Deno.removeSync(dir, { recursive: true });
  * ```
  */
 export function defaultEngineConfig(

@@ -12,8 +12,14 @@
  *
  * @example
  * ```ts
- * const report = lintLog(loadLog("vfs.jsonl").records);
- * for (const line of formatLintReport(report)) console.log(line);
+ * import { parseLog } from "./log_tools.ts";
+ *
+ * // Two lines of a --log file: a session that did nothing.
+ * const { records } = parseLog([
+ *   '{"type":"session-start","ts":"2026-01-01T00:00:00.000Z","session":1,"frontEnd":null,"backend":"vfs.sock"}',
+ *   '{"type":"session-end","ts":"2026-01-01T00:00:01.000Z","session":1,"reason":"front-end closed","inFlight":[]}',
+ * ].join("\n"));
+ * for (const line of formatLintReport(lintLog(records))) console.log(line);
  * ```
  *
  * @module
@@ -302,8 +308,11 @@ export function formatLintReport(report: LintReport): string[] {
  *
  * @example
  * ```ts
- * const sink = lintSink(fanOut(humanSink(), log.sink));
- * await startProxy(config, sink);
+ * import { formatRecord } from "./log_format.ts";
+ *
+ * // Print every record, and the lint's findings and verdicts among them.
+ * const sink = lintSink((r) => console.log(formatRecord(r)));
+ * sink({ type: "session-start", ts: new Date().toISOString(), session: 1, frontEnd: null, backend: "/run/vfs.sock" });
  * ```
  */
 export function lintSink(

@@ -81,8 +81,19 @@ function plural(n: number, word: string): string {
  *
  * @example
  * ```ts
- * formatLintRecord(finding);
- * // "14:00:35.961Z s1 LINT error back-end [reply-missing] GET_VRING_BASE(index=1 num=0) got no reply: …"
+ * const line = formatLintRecord({
+ *   type: "lint",
+ *   event: "finding",
+ *   ts: "2026-01-01T14:00:35.961Z",
+ *   session: 1,
+ *   rule: "reply-missing",
+ *   peer: "back-end",
+ *   severity: "error",
+ *   message: "GET_VRING_BASE(index=1 num=0) got no reply",
+ *   values: {},
+ *   spec: "Communication",
+ * });
+ * console.log(line); // "14:00:35.961Z s1 LINT error back-end [reply-missing] GET_VRING_BASE(index=1 num=0) got no reply"
  * ```
  */
 export function formatLintRecord(r: LintRecord): string {

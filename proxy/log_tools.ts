@@ -101,8 +101,14 @@ export interface FollowOptions {
  *
  * @example
  * ```ts
+ * const path = Deno.makeTempFileSync({ suffix: ".jsonl" }); // a --log file
+ * Deno.writeTextFileSync(path, '{"type":"proxy","ts":"2026-01-01T00:00:00.000Z","event":"listening"}\n');
  * const stop = new AbortController();
- * for await (const r of followLog("vfs.jsonl", { signal: stop.signal })) console.log(r.type);
+ * for await (const r of followLog(path, { signal: stop.signal })) {
+ *   console.log(r.type); // "proxy"
+ *   stop.abort(); // `log follow` runs until it is stopped
+ * }
+ * Deno.removeSync(path);
  * ```
  */
 export async function* followLog(

@@ -85,8 +85,21 @@ export type Direction = "front-end → back-end" | "back-end → front-end";
  *
  * @example
  * ```ts
- * const result = decodeMessage(header, payload, fds, ctx);
- * if (!result.ok) throw new ProtocolError(result.error);
+ * import { decodeMessage, NOTHING_NEGOTIATED, readHeader } from "./codec.ts";
+ *
+ * // SET_VRING_ADDR (9) with a 12-byte payload instead of 40.
+ * const header = readHeader(new Uint8Array([9, 0, 0, 0, 1, 0, 0, 0, 12, 0, 0, 0]));
+ * const result = decodeMessage(header, new Uint8Array(12), 0, {
+ *   channel: "main",
+ *   sender: "front-end",
+ *   dialect: "upstream",
+ *   negotiated: NOTHING_NEGOTIATED,
+ * });
+ * try {
+ *   if (!result.ok) throw new ProtocolError(result.error);
+ * } catch (e) {
+ *   if (e instanceof ProtocolError) console.log(e.request, e.direction, e.message);
+ * }
  * ```
  */
 export class ProtocolError extends Error {

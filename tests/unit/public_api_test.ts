@@ -87,3 +87,40 @@ Deno.test("defaultEngineConfig has the CLI's defaults and only the listen and ba
   assert.deepEqual(defaultEngineConfig({ fd: 3 }, "b").listen, { fd: 3 });
   assert.notEqual(defaultEngineConfig("a", "b").deviceState, c.deviceState);
 });
+
+/** Source files with doc examples, found by walking the repository (survives files moving). */
+function filesWithExamples(dir = ROOT, skip = new Set(["toolchain", "tests", "bench", "out"])) {
+  const found: string[] = [];
+  for (const e of Deno.readDirSync(dir)) {
+    if (e.name.startsWith(".") || (dir === ROOT && skip.has(e.name))) continue;
+    const path = `${dir}${dir.endsWith("/") ? "" : "/"}${e.name}`;
+    if (e.isDirectory) found.push(...filesWithExamples(path, skip));
+    else if (e.name.endsWith(".ts") && Deno.readTextFileSync(path).includes("```ts")) {
+      found.push(path.slice(ROOT.length));
+    }
+  }
+  return found.sort();
+}
+
+async function deno(...args: string[]): Promise<{ code: number; output: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args,
+    cwd: ROOT,
+    stdin: "null",
+    env: { NO_COLOR: "1" },
+  }).output();
+  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+  return { code: out.code, output: text };
+}
+
+Deno.test("deno doc --lint finds nothing to report on the library's entries", async () => {
+  const r = await deno("doc", "--lint", "mod.ts", "protocol.ts", "log.ts");
+  assert.equal(r.code, 0, r.output);
+});
+
+Deno.test("every doc example type-checks and runs (deno test --doc)", async () => {
+  const files = filesWithExamples();
+  assert.ok(files.includes("mod.ts") && files.includes("protocol.ts"), files.join(", "));
+  const r = await deno("test", "--doc", "-A", "--quiet", "--no-prompt", ...files);
+  assert.equal(r.code, 0, r.output);
+});
