@@ -62,6 +62,8 @@ export type TranslateCodeResult = { readonly ok: true; readonly code: number } |
 /**
  * The catalogue row of a request code in a dialect.
  *
+ * @deprecated Use {@linkcode findRequest} from the catalogue, which this only calls.
+ *
  * @example
  * ```ts
  * lookupRequest("main", 42, "upstream")?.name; // "SET_DEVICE_STATE_FD"
