@@ -21,6 +21,7 @@ import { checkListenPath } from "./ffi/socket.ts";
 import { type ControlServer, parseControlRequest, serveControl } from "./proxy/control.ts";
 import { ctlCommand } from "./proxy/ctl_command.ts";
 import { parseFaults } from "./proxy/faults.ts";
+import { DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_STUCK_AFTER_MS } from "./proxy/engine_defaults.ts";
 import { stateShow } from "./proxy/state_show.ts";
 import {
   DEFAULT_FINGERPRINT,
@@ -509,8 +510,13 @@ function engineFrom(values: EngineValues, topic: string) {
   if (!faults.ok) throw new UsageError(faults.error, topic);
   const frontDialect = dialectOf(values["front-dialect"], "--front-dialect", topic);
   const backDialect = dialectOf(values["back-dialect"], "--back-dialect", topic);
-  const stuckAfterMs = intOf(values["stuck-after"], "--stuck-after", 5000, topic);
-  const connectTimeoutMs = intOf(values["connect-timeout"], "--connect-timeout", 10_000, topic);
+  const stuckAfterMs = intOf(values["stuck-after"], "--stuck-after", DEFAULT_STUCK_AFTER_MS, topic);
+  const connectTimeoutMs = intOf(
+    values["connect-timeout"],
+    "--connect-timeout",
+    DEFAULT_CONNECT_TIMEOUT_MS,
+    topic,
+  );
   if (deviceState.dumpDir !== undefined) checkDumpDir(deviceState.dumpDir, topic);
   const sinks: Sink[] = [];
   const closers: (() => void)[] = [];
@@ -570,7 +576,7 @@ async function runCommand(args: string[]): Promise<number> {
   }
   const { engine, socketMode, sink, close, reopen } = engineFrom(values, "run");
   try {
-    checkBackendSocket(values.backend, engine.connectTimeoutMs ?? 10_000, "run");
+    checkBackendSocket(values.backend, engine.connectTimeoutMs, "run");
   } catch (e) {
     close();
     throw e;
