@@ -14,8 +14,8 @@
  * import { formatSummary, parseLog, summarizeLog } from "./log.ts";
  *
  * const text = [
- *   '{"type":"session-start","ts":"2026-01-01T00:00:00.000Z","session":1}',
- *   '{"type":"session-end","ts":"2026-01-01T00:00:01.000Z","session":1,"reason":"front-end closed"}',
+ *   '{"type":"session-start","ts":"2026-01-01T00:00:00Z","session":1}',
+ *   '{"type":"session-end","ts":"2026-01-01T00:00:01Z","session":1,"reason":"closed"}',
  * ].join("\n");
  * const { records, problems } = parseLog(text);
  * if (problems.length > 0) throw new Error(problems[0]);

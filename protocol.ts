@@ -23,7 +23,14 @@
  *
  * @example Encode a message by name and decode it back
  * ```ts
- * import { createMessage, decodeMessage, encodeMessage, HEADER_SIZE, NOTHING_NEGOTIATED, readHeader } from "./protocol.ts";
+ * import {
+ *   createMessage,
+ *   decodeMessage,
+ *   encodeMessage,
+ *   HEADER_SIZE,
+ *   NOTHING_NEGOTIATED,
+ *   readHeader,
+ * } from "./protocol.ts";
  *
  * const bytes = encodeMessage(createMessage({
  *   channel: "main",

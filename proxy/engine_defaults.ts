@@ -10,10 +10,10 @@ import { DEFAULT_HASH_BACKLOG_MIB } from "./device_state_config.ts";
 import type { EngineConfig } from "./engine.ts";
 import { DEFAULT_FINGERPRINT } from "./fingerprint.ts";
 
-/** Default of `EngineConfig.stuckAfterMs` (`--stuck-after`): a request unanswered this long is reported. */
+/** Default of `EngineConfig.stuckAfterMs` (`--stuck-after`): 5 s without a reply is stuck. */
 export const DEFAULT_STUCK_AFTER_MS = 5000;
 
-/** Default of `EngineConfig.connectTimeoutMs` (`--connect-timeout`): how long to wait for the back-end. */
+/** Default of `EngineConfig.connectTimeoutMs` (`--connect-timeout`): 10 s to reach the back-end. */
 export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 
 /**

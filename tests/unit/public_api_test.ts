@@ -6,7 +6,7 @@ import { fileURLToPath } from "node:url";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 
-/** Runs `source` as a module read from stdin, with no permission and no prompt, in the repository. */
+/** Runs `source` as a module read from stdin, with no permission and no prompt, from the repo. */
 async function runWithoutPermissions(source: string): Promise<Deno.CommandOutput> {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "--no-prompt", "--quiet", "-"],
@@ -34,7 +34,8 @@ for (const entry of ["protocol.ts", "log.ts"]) {
 
 Deno.test("protocol.ts decodes what it encodes with no permission", async () => {
   const out = await runWithoutPermissions(`
-import { createMessage, decodeMessage, encodeMessage, HEADER_SIZE, NOTHING_NEGOTIATED, readHeader } from "./protocol.ts";
+import * as p from "./protocol.ts";
+const { createMessage, decodeMessage, encodeMessage, HEADER_SIZE, NOTHING_NEGOTIATED, readHeader } = p;
 const bytes = encodeMessage(createMessage({
   channel: "main",
   sender: "front-end",
@@ -64,7 +65,7 @@ Deno.test("mod.ts re-exports the pure entries and the runtime", async () => {
   assert.equal(mod.catalogue, mod.REQUESTS);
 });
 
-Deno.test("defaultEngineConfig has the CLI's defaults and only the listen and back-end given", async () => {
+Deno.test("defaultEngineConfig: the CLI's defaults, only listen and back-end given", async () => {
   const { defaultEngineConfig } = await import("../../mod.ts");
   const c = defaultEngineConfig("/run/proxy.sock", "/run/vfs.sock");
   assert.deepEqual(c, {
