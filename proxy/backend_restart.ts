@@ -39,7 +39,11 @@ export interface RestartOptions {
   backend: string;
   /** Per-step bound (default 5000 ms). */
   stepTimeoutMs?: number;
-  /** How long to retry connecting while the new back-end starts (default 3000 ms). */
+  /**
+   * How long to retry connecting while the new back-end's socket appears (default
+   * {@linkcode CONNECT_RETRY_MS}): the retry runs on the relay's thread, where QEMU's messages and
+   * the other sessions wait meanwhile, so it is short; start the new back-end first.
+   */
   connectTimeoutMs?: number;
   /** Restart even without F_DEVICE_STATE, losing the back-end's state (emulation only). */
   allowStateless?: boolean;
@@ -63,6 +67,8 @@ export interface RestartResult {
 }
 
 const NO_FD = 0x100n;
+/** Default retry of the connect step (see `RestartOptions.connectTimeoutMs`). */
+export const CONNECT_RETRY_MS = 250;
 const STATE_LIMIT = 64 << 20;
 
 /** Why a restart of this session cannot be done now, or undefined. */
@@ -137,7 +143,10 @@ export function restartBackend(session: Session, options: RestartOptions): Resta
   /** What the new back-end was told to start: it must stop before the old one resumes. */
   const startedNew: RingProgress = { kicked: [], enabled: [] };
   try {
-    fresh = step("connect", () => connectWithin(options.backend, options.connectTimeoutMs ?? 3000));
+    fresh = step(
+      "connect",
+      () => connectWithin(options.backend, options.connectTimeoutMs ?? CONNECT_RETRY_MS),
+    );
     link = new SyncLink(fresh, { dialect: model.dialect, timeoutMs: stepTimeoutMs });
     channelOurs = step("negotiate", () => negotiate(link!, model, ack));
     step("memory table", () => replayMemory(link!, model, ack));
@@ -263,7 +272,10 @@ export function reconnectBackend(session: Session, options: RestartOptions): Res
       }
       for (const r of started) r.base = usedIndex(model, r);
     });
-    fresh = step("connect", () => connectWithin(options.backend, options.connectTimeoutMs ?? 3000));
+    fresh = step(
+      "connect",
+      () => connectWithin(options.backend, options.connectTimeoutMs ?? CONNECT_RETRY_MS),
+    );
     const link = new SyncLink(fresh, { dialect: model.dialect, timeoutMs: stepTimeoutMs });
     channelOurs = step("negotiate", () => negotiate(link, model, ack));
     step("memory table", () => replayMemory(link, model, ack));

@@ -105,7 +105,10 @@ export function formatRestart(r: Record<string, unknown>): string {
   if (r.ok !== true) {
     const at = r.failedStep ? ` at step "${r.failedStep}"` : "";
     const back = r.rolledBack ? `; rolled back: ${r.rolledBack}` : "";
-    return `restart-backend failed${at}: ${r.error ?? "unknown error"}${back}`;
+    const paused = typeof r.pauseMs === "number" && r.pauseMs > 0
+      ? `; the guest paused ${r.pauseMs} ms`
+      : "";
+    return `restart-backend failed${at}: ${r.error ?? "unknown error"}${back}${paused}`;
   }
   const state = r.withState
     ? `with its state (${r.stateBytes ?? 0} bytes)`

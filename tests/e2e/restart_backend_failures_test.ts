@@ -287,7 +287,7 @@ Deno.test("restart-backend onto a back-end that is not there, or that refuses LO
     assert.equal(refused.code, 1, refused.stdout + refused.stderr);
     assert.match(
       refused.stdout,
-      /^restart-backend failed at step "load": .+; rolled back: the old back-end serves on: its rings were started again from the saved bases$/m,
+      /^restart-backend failed at step "load": .+; rolled back: the old back-end serves on: its rings were started again from the saved bases; the guest paused [\d.]+ ms$/m,
     );
     assert.ok(
       await exitsWithin(refusing, 10_000),
