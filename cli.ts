@@ -7,29 +7,29 @@
 
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import denoJson from "./deno.json" with { type: "json" };
-import type { Dialect } from "./proxy/catalogue.ts";
-import { REQUESTS } from "./proxy/catalogue.ts";
+import type { Dialect } from "./protocol/catalogue.ts";
+import { REQUESTS } from "./protocol/catalogue.ts";
 import {
   DEFAULT_HASH_BACKLOG_MIB,
   type DeviceStateConfig,
   type EngineConfig,
   refuseLoop,
-} from "./proxy/engine.ts";
-import { fanOut, humanSink, jsonLinesSink, type Sink } from "./proxy/log_sink.ts";
-import { listenForStopSignals, type RunningProxy, startProxy } from "./proxy/server.ts";
+} from "./relay/engine.ts";
+import { fanOut, humanSink, jsonLinesSink, type Sink } from "./log/sink.ts";
+import { listenForStopSignals, type RunningProxy, startProxy } from "./relay/server.ts";
 import { checkListenPath } from "./ffi/socket.ts";
-import { type ControlServer, parseControlRequest, serveControl } from "./proxy/control.ts";
-import { ctlCommand } from "./proxy/ctl_command.ts";
-import { parseFaults } from "./proxy/faults.ts";
-import { DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_STUCK_AFTER_MS } from "./proxy/engine_defaults.ts";
-import { stateShow } from "./proxy/state_show.ts";
+import { type ControlServer, parseControlRequest, serveControl } from "./relay/control.ts";
+import { ctlCommand } from "./cli/ctl.ts";
+import { parseFaults } from "./device_state/faults.ts";
+import { DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_STUCK_AFTER_MS } from "./relay/engine_defaults.ts";
+import { stateShow } from "./device_state/state_show.ts";
 import {
   DEFAULT_FINGERPRINT,
   FINGERPRINT_ALGORITHMS,
   hashesInline,
   isFingerprintAlgorithm,
-} from "./proxy/fingerprint.ts";
-import { runBackendWrapper } from "./proxy/backend_wrapper.ts";
+} from "./device_state/fingerprint.ts";
+import { runBackendWrapper } from "./cli/backend_wrapper.ts";
 import {
   diffLogs,
   followLog,
@@ -41,11 +41,11 @@ import {
   type ShowFilter,
   showFilter,
   summarizeLog,
-} from "./proxy/log_tools.ts";
-import { formatRecord, timeOfDay } from "./proxy/log_format.ts";
-import type { LogRecord } from "./proxy/log_record.ts";
-import { explainMigration, formatExplanation } from "./proxy/log_explain.ts";
-import { formatLintReport, lintLog, lintSink } from "./proxy/lint.ts";
+} from "./log/tools.ts";
+import { formatRecord, timeOfDay } from "./log/format.ts";
+import type { LogRecord } from "./log/record.ts";
+import { explainMigration, formatExplanation } from "./log/explain.ts";
+import { formatLintReport, lintLog, lintSink } from "./log/lint.ts";
 
 /** The version in deno.json, printed by `--version`. */
 const VERSION: string = denoJson.version;

@@ -5,11 +5,11 @@
  *
  * This entry is the whole library, and importing it loads libc through FFI (it needs
  * `--allow-ffi`). Two entries need no permission at all:
- * - `protocol.ts` (`@vhost-user-proxy/core/protocol`): the catalogue ({@link REQUESTS}), the
+ * - `protocol/mod.ts` (`@vhost-user-proxy/core/protocol`): the catalogue ({@link REQUESTS}), the
  *   codec ({@link decodeMessage}, {@link encodeMessage}, {@link messageToJson}), dialects
  *   ({@link translateRequestCode}), feature bits by name ({@link PROTOCOL_FEATURES},
  *   {@link VIRTIO_FEATURES});
- * - `log.ts` (`@vhost-user-proxy/core/log`): the log records ({@link LogRecord}),
+ * - `log/mod.ts` (`@vhost-user-proxy/core/log`): the log records ({@link LogRecord}),
  *   {@link formatRecord} and the offline log tools.
  *
  * This one adds the proxy itself: {@link startProxy} with a configuration from
@@ -24,10 +24,10 @@
  * @module
  */
 
-import { REQUESTS, type RequestSpec } from "./protocol.ts";
+import { REQUESTS, type RequestSpec } from "./protocol/mod.ts";
 
-export * from "./protocol.ts";
-export * from "./log.ts";
+export * from "./protocol/mod.ts";
+export * from "./log/mod.ts";
 
 /**
  * The request catalogue under its old name.
@@ -36,12 +36,12 @@ export * from "./log.ts";
  */
 export const catalogue: readonly RequestSpec[] = REQUESTS;
 
-export type { ControlRequest, DeviceStateConfig, EngineConfig } from "./proxy/engine.ts";
-export { FINGERPRINT_ALGORITHMS, type FingerprintAlgorithm } from "./proxy/fingerprint.ts";
+export type { ControlRequest, DeviceStateConfig, EngineConfig } from "./relay/engine.ts";
+export { FINGERPRINT_ALGORITHMS, type FingerprintAlgorithm } from "./device_state/fingerprint.ts";
 export {
   DEFAULT_CONNECT_TIMEOUT_MS,
   DEFAULT_STUCK_AFTER_MS,
   defaultEngineConfig,
-} from "./proxy/engine_defaults.ts";
-export { DEFAULT_HASH_BACKLOG_MIB } from "./proxy/device_state_config.ts";
-export { type RunningProxy, startProxy } from "./proxy/server.ts";
+} from "./relay/engine_defaults.ts";
+export { DEFAULT_HASH_BACKLOG_MIB } from "./device_state/config.ts";
+export { type RunningProxy, startProxy } from "./relay/server.ts";

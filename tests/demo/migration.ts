@@ -11,7 +11,7 @@
  * @module
  */
 
-import type { LogRecord, TransferEndRecord } from "../../proxy/log_record.ts";
+import type { LogRecord, TransferEndRecord } from "../../log/record.ts";
 import { migrate, type MigrationResult, requirePeers, tail, waitFor } from "../harness/mod.ts";
 import {
   checkRecords,

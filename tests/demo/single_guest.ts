@@ -8,8 +8,8 @@
  * @module
  */
 
-import { formatRecord } from "../../proxy/log_format.ts";
-import type { LogRecord, MessageRecord, SessionEndRecord } from "../../proxy/log_record.ts";
+import { formatRecord } from "../../log/format.ts";
+import type { LogRecord, MessageRecord, SessionEndRecord } from "../../log/record.ts";
 import {
   requirePeers,
   settlesWithin,

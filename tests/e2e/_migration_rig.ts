@@ -17,7 +17,7 @@ import type {
   StateDirection,
   TransferEndRecord,
   TransferStartRecord,
-} from "../../proxy/log_record.ts";
+} from "../../log/record.ts";
 import {
   Child,
   migrate,

@@ -7,12 +7,7 @@
  */
 
 import { Child, readTextOrEmpty, tail, waitFor } from "../harness/mod.ts";
-import type {
-  LogRecord,
-  MessageRecord,
-  ProxyRecord,
-  SessionEndRecord,
-} from "../../proxy/log_record.ts";
+import type { LogRecord, MessageRecord, ProxyRecord, SessionEndRecord } from "../../log/record.ts";
 
 /** The launcher QEMU or libvirt would exec. */
 export const PROXY_BIN = new URL("../../bin/vhost-user-proxy", import.meta.url).pathname;

@@ -25,7 +25,7 @@
  */
 
 import assert from "node:assert/strict";
-import type { LogRecord, ProblemRecord } from "../../proxy/log_record.ts";
+import type { LogRecord, ProblemRecord } from "../../log/record.ts";
 import {
   requirePeers,
   startCVirtiofsd,

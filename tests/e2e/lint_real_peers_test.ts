@@ -14,8 +14,8 @@
 
 import assert from "node:assert/strict";
 import { startTestpmd, TestDir } from "../harness/mod.ts";
-import type { LintFindingRecord, LintVerdictRecord } from "../../proxy/lint_record.ts";
-import type { LintReport } from "../../proxy/lint.ts";
+import type { LintFindingRecord, LintVerdictRecord } from "../../log/lint_record.ts";
+import type { LintReport } from "../../log/lint.ts";
 import { describeMigration, MigrationRig, runProxyCli, START_HOLDER } from "./_migration_rig.ts";
 import { isSessionEnd, startProxyProcess } from "./_proxy.ts";
 

@@ -16,7 +16,7 @@
  */
 
 import assert from "node:assert/strict";
-import type { LogRecord, MessageRecord } from "../../proxy/log_record.ts";
+import type { LogRecord, MessageRecord } from "../../log/record.ts";
 import { readVhostUserTrace } from "../harness/mod.ts";
 import {
   describeMigration,

@@ -16,7 +16,7 @@
  */
 
 import assert from "node:assert/strict";
-import type { MessageRecord } from "../../proxy/log_record.ts";
+import type { MessageRecord } from "../../log/record.ts";
 import {
   assertFailedCleanly,
   assertGuestUsable,

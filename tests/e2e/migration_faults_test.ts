@@ -15,8 +15,8 @@
  */
 
 import assert from "node:assert/strict";
-import type { LogRecord } from "../../proxy/log_record.ts";
-import { explainMigration, type Explanation, formatExplanation } from "../../proxy/log_explain.ts";
+import type { LogRecord } from "../../log/record.ts";
+import { explainMigration, type Explanation, formatExplanation } from "../../log/explain.ts";
 import { waitFor } from "../harness/wait.ts";
 import {
   assertFailedCleanly,

@@ -12,7 +12,7 @@
  */
 
 import assert from "node:assert/strict";
-import { fingerprintOf, fingerprintsReady } from "../../proxy/fingerprint.ts";
+import { fingerprintOf, fingerprintsReady } from "../../device_state/fingerprint.ts";
 import { readVhostUserTrace, waitFor } from "../harness/mod.ts";
 import {
   checkRecords,

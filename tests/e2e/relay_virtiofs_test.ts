@@ -15,7 +15,7 @@ import {
   TestDir,
   type TracedRequest,
 } from "../harness/mod.ts";
-import type { MessageRecord } from "../../proxy/log_record.ts";
+import type { MessageRecord } from "../../log/record.ts";
 import {
   assertFdsBackToBaseline,
   frontEndRequests,

@@ -35,7 +35,7 @@ import type {
   RestartRecord,
   RestartStepRecord,
   TransferEndRecord,
-} from "../../proxy/log_record.ts";
+} from "../../log/record.ts";
 
 /**
  * Guest script: a background loop writes a 512 KiB random file (made once, in tmpfs) to one of

@@ -28,7 +28,7 @@ import {
   STOP_SEQUENCE_WRITER,
   TAG,
 } from "./_migration_rig.ts";
-import type { LogRecord, RestartRecord } from "../../proxy/log_record.ts";
+import type { LogRecord, RestartRecord } from "../../log/record.ts";
 
 const ROOT = new URL("../..", import.meta.url).pathname;
 

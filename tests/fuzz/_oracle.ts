@@ -1,6 +1,6 @@
 /**
  * The fuzzer's judge: what the strictest real peer (QEMU or rust-vmm) accepts, written from the
- * spec tables (§1.1, §1.2, §1.5, §1.6, §6.2) independently of `proxy/`, so that the proxy's
+ * spec tables (§1.1, §1.2, §1.5, §1.6, §6.2) independently of the proxy's own `protocol/`, so that the proxy's
  * codec cannot vouch for itself. It covers the rules issue 4 lists — version and reserved
  * bits, the REPLY/NEED_REPLY bits per direction, the size bound, exact payload sizes, fd
  * counts, reply correlation — for the requests the fuzzer generates; anything else gets the

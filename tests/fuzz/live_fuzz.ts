@@ -18,7 +18,7 @@
 
 import { closeAll } from "../../ffi/fd.ts";
 import { SystemError } from "../../ffi/errors.ts";
-import type { LogRecord, ProblemRecord, SessionEndRecord } from "../../proxy/log_record.ts";
+import type { LogRecord, ProblemRecord, SessionEndRecord } from "../../log/record.ts";
 import type { ScriptedPeer } from "../support/scripted_peer.ts";
 import { drain, ProxyProcess, type Session, tryRecv } from "../hostile/_rig.ts";
 import { frame, makeFds, PF, Prng, sendmsgFds, sleepSync } from "../hostile/_wire.ts";

@@ -17,7 +17,7 @@
  * @module
  */
 
-import type { ChannelName, SenderSide } from "../../proxy/log_record.ts";
+import type { ChannelName, SenderSide } from "../../log/record.ts";
 import {
   config,
   deviceStateParams,

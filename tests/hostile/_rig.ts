@@ -16,7 +16,7 @@ import type {
   ProblemRecord,
   SessionEndRecord,
   SessionStartRecord,
-} from "../../proxy/log_record.ts";
+} from "../../log/record.ts";
 import { ScriptedListener, ScriptedPeer, type WireMessage } from "../support/scripted_peer.ts";
 import { frame, PF, readU64, REPLY, REQ, sleepSync, u64, VIRTIO_FEATURES } from "./_wire.ts";
 

@@ -10,7 +10,7 @@
 import assert from "node:assert/strict";
 import { closeAll } from "../../ffi/fd.ts";
 import { SystemError } from "../../ffi/errors.ts";
-import type { MessageRecord, ProblemRecord } from "../../proxy/log_record.ts";
+import type { MessageRecord, ProblemRecord } from "../../log/record.ts";
 import type { ScriptedPeer } from "../support/scripted_peer.ts";
 import { type Case, type Expect, OPPOSITE, type PeerName, type Send, SIDE } from "./_cases.ts";
 import { drain, type ProxyProcess, type Session } from "./_rig.ts";

@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import { closeAll } from "../../ffi/fd.ts";
-import type { SessionEndRecord } from "../../proxy/log_record.ts";
+import type { SessionEndRecord } from "../../log/record.ts";
 import type { WireMessage } from "../support/scripted_peer.ts";
 import { pump, type Stream } from "./_pump.ts";
 import { drain, ProxyProcess, type Session } from "./_rig.ts";

@@ -5,7 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import type { ProblemRecord, SessionStartRecord } from "../../proxy/log_record.ts";
+import type { ProblemRecord, SessionStartRecord } from "../../log/record.ts";
 import type { ScriptedPeer } from "../support/scripted_peer.ts";
 import { socketExists, waitFor } from "../harness/wait.ts";
 import { drain, LAUNCHER, ProxyProcess, tryRecv } from "./_rig.ts";

@@ -6,7 +6,7 @@
  */
 
 import assert from "node:assert/strict";
-import type { LogRecord, SessionEndRecord, SessionStartRecord } from "../../proxy/log_record.ts";
+import type { LogRecord, SessionEndRecord, SessionStartRecord } from "../../log/record.ts";
 import { ScriptedPeer } from "../support/scripted_peer.ts";
 import { LAUNCHER, ProxyProcess } from "./_rig.ts";
 

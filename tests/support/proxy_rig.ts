@@ -4,9 +4,9 @@
  * @module
  */
 
-import type { DeviceStateConfig, EngineConfig } from "../../proxy/engine.ts";
-import type { LogRecord, MessageRecord } from "../../proxy/log_record.ts";
-import { type RunningProxy, startProxy } from "../../proxy/server.ts";
+import type { DeviceStateConfig, EngineConfig } from "../../relay/engine.ts";
+import type { LogRecord, MessageRecord } from "../../log/record.ts";
+import { type RunningProxy, startProxy } from "../../relay/server.ts";
 import { ScriptedListener, ScriptedPeer } from "./scripted_peer.ts";
 
 /** A proxy with one front-end and one back-end connected. */

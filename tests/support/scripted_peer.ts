@@ -9,7 +9,7 @@
 import type { OwnedFd } from "../../ffi/fd.ts";
 import { POLLIN, POLLOUT, PollSet } from "../../ffi/poll.ts";
 import { acceptConnection, connectUnix, listenUnix, sendWithFds } from "../../ffi/socket.ts";
-import { MessageChannel } from "../../proxy/channel.ts";
+import { MessageChannel } from "../../relay/channel.ts";
 import { SystemError } from "../../ffi/errors.ts";
 
 /** A message as a test writes or reads it. */

@@ -7,9 +7,9 @@ import {
   type LayoutRef,
   REQUESTS,
   requestsOf,
-} from "../../proxy/catalogue.ts";
-import { type LayoutName, LAYOUTS } from "../../proxy/layouts.ts";
-import { PROTOCOL_FEATURES, VIRTIO_FEATURES } from "../../proxy/features.ts";
+} from "../../protocol/catalogue.ts";
+import { type LayoutName, LAYOUTS } from "../../protocol/layouts.ts";
+import { PROTOCOL_FEATURES, VIRTIO_FEATURES } from "../../protocol/features.ts";
 import { FIXTURES } from "./protocol_fixtures.ts";
 import { SPEC_BACKEND_NAMES, SPEC_FRONT_END_NAMES } from "../support/spec_names.ts";
 

@@ -9,7 +9,7 @@ import { countOpenFds, fdKind } from "../../ffi/fdinfo.ts";
 import { POLLIN, POLLOUT, PollSet } from "../../ffi/poll.ts";
 import { createEventFd } from "../../ffi/poll.ts";
 import { sendWithFds, socketPair } from "../../ffi/socket.ts";
-import { MessageChannel } from "../../proxy/channel.ts";
+import { MessageChannel } from "../../relay/channel.ts";
 import { frame } from "../support/scripted_peer.ts";
 
 function wait(fd: number, events: number, ms = 1000): void {

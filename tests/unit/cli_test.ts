@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { main } from "../../cli.ts";
 import denoJson from "../../deno.json" with { type: "json" };
 import { createPipe, readFd, writeFd } from "../../ffi/pipe.ts";
-import type { LogRecord } from "../../proxy/log_record.ts";
+import type { LogRecord } from "../../log/record.ts";
 import { readU64, u64 } from "../support/scripted_peer.ts";
 import { rig } from "../support/proxy_rig.ts";
 

@@ -18,9 +18,9 @@ import {
   replyFdsAllowed,
   summarizeMessage,
   writeHeader,
-} from "../../proxy/codec.ts";
-import { ProtocolError, type ProtocolViolation } from "../../proxy/protocol_errors.ts";
-import type { Channel, Side } from "../../proxy/catalogue.ts";
+} from "../../protocol/codec.ts";
+import { ProtocolError, type ProtocolViolation } from "../../protocol/violations.ts";
+import type { Channel, Side } from "../../protocol/catalogue.ts";
 import {
   bytesOf,
   ctxOf,

@@ -9,9 +9,9 @@ import type { OwnedFd } from "../../ffi/fd.ts";
 import { fdKind } from "../../ffi/fdinfo.ts";
 import { createPipe, readFd, writeFd } from "../../ffi/pipe.ts";
 import { POLLIN, POLLOUT, PollSet } from "../../ffi/poll.ts";
-import { decodeEmulatedState } from "../../proxy/emulated_state.ts";
-import { fingerprintOf, fingerprintsReady } from "../../proxy/fingerprint.ts";
-import type { LogRecord, TransferEndRecord } from "../../proxy/log_record.ts";
+import { decodeEmulatedState } from "../../device_state/emulated_state.ts";
+import { fingerprintOf, fingerprintsReady } from "../../device_state/fingerprint.ts";
+import type { LogRecord, TransferEndRecord } from "../../log/record.ts";
 import { messages, type Rig, rig, type RigOptions } from "../support/proxy_rig.ts";
 import { readU64, type ScriptedPeer, u64 } from "../support/scripted_peer.ts";
 
@@ -352,7 +352,7 @@ Deno.test("rfc2023 back-end: SET_DEVICE_STATE_FD travels as 41, F_MIGRATORY_STAT
 });
 
 Deno.test("--state-buffer refuses a corrupt virtiofsd LOAD before the back-end sees a byte; a valid one passes", async () => {
-  const { encodeVirtiofsdState } = await import("../../proxy/virtiofsd_state.ts");
+  const { encodeVirtiofsdState } = await import("../../device_state/virtiofsd_state.ts");
   const good = encodeVirtiofsdState({
     version: 2,
     inodes: [{ id: 1n, refcount: 1n, location: { kind: "root" } }],

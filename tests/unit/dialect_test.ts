@@ -6,15 +6,15 @@ import {
   translateMessage,
   translateProtocolFeatures,
   translateRequestCode,
-} from "../../proxy/dialect.ts";
+} from "../../protocol/dialect.ts";
 import {
   decodeMessage,
   encodeMessage,
   HEADER_SIZE,
   type Message,
   readHeader,
-} from "../../proxy/codec.ts";
-import { REQUESTS } from "../../proxy/catalogue.ts";
+} from "../../protocol/codec.ts";
+import { REQUESTS } from "../../protocol/catalogue.ts";
 import { bytesOf, ctxOf, hdr, u64 } from "./protocol_fixtures.ts";
 
 const bit = (n: number) => 1n << BigInt(n);

@@ -10,14 +10,14 @@ import {
   sizeText,
   summarizePayload,
   uuidText,
-} from "../../proxy/layouts.ts";
+} from "../../protocol/layouts.ts";
 import {
   describeProtocolFeatures,
   describeVirtioFeatures,
   hasProtocolFeature,
   protocolFeatureBit,
   protocolFeatureMask,
-} from "../../proxy/features.ts";
+} from "../../protocol/features.ts";
 import { bytesOf, u32, u64, zeros } from "./protocol_fixtures.ts";
 
 /** Struct sizes from spec §1.4.1. */

@@ -6,10 +6,10 @@
  */
 
 import assert from "node:assert/strict";
-import type { LogRecord } from "../../proxy/log_record.ts";
-import type { LintFindingRecord, LintVerdictRecord } from "../../proxy/lint_record.ts";
-import { lintSink } from "../../proxy/lint.ts";
-import { startProxy } from "../../proxy/server.ts";
+import type { LogRecord } from "../../log/record.ts";
+import type { LintFindingRecord, LintVerdictRecord } from "../../log/lint_record.ts";
+import { lintSink } from "../../log/lint.ts";
+import { startProxy } from "../../relay/server.ts";
 import { readU64, ScriptedListener, ScriptedPeer, u64 } from "../support/scripted_peer.ts";
 
 const REQ = 0x1;

@@ -6,15 +6,20 @@
  */
 
 import assert from "node:assert/strict";
-import { type Channel, createMessage, messageToJson, summarizeMessage } from "../../proxy/codec.ts";
-import type { Payload } from "../../proxy/layouts.ts";
-import type { LogRecord, MessageRecord, SenderSide } from "../../proxy/log_record.ts";
-import type { LintFindingRecord, LintRecord, LintVerdictRecord } from "../../proxy/lint_record.ts";
-import { formatLintRecord } from "../../proxy/lint_record.ts";
-import { LintEngine, lintLog, lintRuleTable, lintSink } from "../../proxy/lint.ts";
-import { LINT_RULES } from "../../proxy/lint_rules.ts";
-import { formatRecord } from "../../proxy/log_format.ts";
-import { parseLog, problemOf } from "../../proxy/log_tools.ts";
+import {
+  type Channel,
+  createMessage,
+  messageToJson,
+  summarizeMessage,
+} from "../../protocol/codec.ts";
+import type { Payload } from "../../protocol/layouts.ts";
+import type { LogRecord, MessageRecord, SenderSide } from "../../log/record.ts";
+import type { LintFindingRecord, LintRecord, LintVerdictRecord } from "../../log/lint_record.ts";
+import { formatLintRecord } from "../../log/lint_record.ts";
+import { LintEngine, lintLog, lintRuleTable, lintSink } from "../../log/lint.ts";
+import { LINT_RULES } from "../../log/lint_rules.ts";
+import { formatRecord } from "../../log/format.ts";
+import { parseLog, problemOf } from "../../log/tools.ts";
 
 // ---- a scripted conversation ---------------------------------------------------------------
 

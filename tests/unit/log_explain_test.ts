@@ -5,8 +5,8 @@
  */
 
 import assert from "node:assert/strict";
-import { explainMigration, formatExplanation } from "../../proxy/log_explain.ts";
-import type { LogRecord, MessageRecord, StateDirection } from "../../proxy/log_record.ts";
+import { explainMigration, formatExplanation } from "../../log/explain.ts";
+import type { LogRecord, MessageRecord, StateDirection } from "../../log/record.ts";
 
 let clock = Date.parse("2026-12-02T10:00:00.000Z");
 const ts = () => new Date(clock += 5).toISOString();

@@ -2,8 +2,8 @@
 // `sha256` of a record written before the `fingerprint` field existed.
 
 import assert from "node:assert/strict";
-import { formatRecord } from "../../proxy/log_format.ts";
-import type { TransferEndRecord } from "../../proxy/log_record.ts";
+import { formatRecord } from "../../log/format.ts";
+import type { TransferEndRecord } from "../../log/record.ts";
 
 const end = (extra: Partial<TransferEndRecord>): TransferEndRecord => ({
   type: "device-state",

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import type { LogRecord, MessageRecord } from "../../proxy/log_record.ts";
+import type { LogRecord, MessageRecord } from "../../log/record.ts";
 import {
   diffLogs,
   followLog,
@@ -7,7 +7,7 @@ import {
   parseLog,
   showLog,
   summarizeLog,
-} from "../../proxy/log_tools.ts";
+} from "../../log/tools.ts";
 
 function msg(
   name: string,

@@ -21,7 +21,7 @@ async function runWithoutPermissions(source: string): Promise<Deno.CommandOutput
   return await child.output();
 }
 
-for (const entry of ["protocol.ts", "log.ts"]) {
+for (const entry of ["protocol/mod.ts", "log/mod.ts"]) {
   Deno.test(`${entry} imports with no permission`, async () => {
     const out = await runWithoutPermissions(
       `import * as api from "./${entry}";\nconsole.log(Object.keys(api).length);\n`,
@@ -32,9 +32,9 @@ for (const entry of ["protocol.ts", "log.ts"]) {
   });
 }
 
-Deno.test("protocol.ts decodes what it encodes with no permission", async () => {
+Deno.test("protocol/mod.ts decodes what it encodes with no permission", async () => {
   const out = await runWithoutPermissions(`
-import * as p from "./protocol.ts";
+import * as p from "./protocol/mod.ts";
 const { createMessage, decodeMessage, encodeMessage, HEADER_SIZE, NOTHING_NEGOTIATED, readHeader } = p;
 const bytes = encodeMessage(createMessage({
   channel: "main",
@@ -56,8 +56,8 @@ console.log(r.ok ? r.message.name : r.error.message);
 
 Deno.test("mod.ts re-exports the pure entries and the runtime", async () => {
   const mod = await import("../../mod.ts");
-  const protocol = await import("../../protocol.ts");
-  const log = await import("../../log.ts");
+  const protocol = await import("../../protocol/mod.ts");
+  const log = await import("../../log/mod.ts");
   for (const [name, value] of Object.entries({ ...protocol, ...log })) {
     assert.equal((mod as Record<string, unknown>)[name], value, `mod.ts lacks ${name}`);
   }
@@ -115,13 +115,13 @@ async function deno(...args: string[]): Promise<{ code: number; output: string }
 }
 
 Deno.test("deno doc --lint finds nothing to report on the library's entries", async () => {
-  const r = await deno("doc", "--lint", "mod.ts", "protocol.ts", "log.ts");
+  const r = await deno("doc", "--lint", "mod.ts", "protocol/mod.ts", "log/mod.ts");
   assert.equal(r.code, 0, r.output);
 });
 
 Deno.test("every doc example type-checks and runs (deno test --doc)", async () => {
   const files = filesWithExamples();
-  assert.ok(files.includes("mod.ts") && files.includes("protocol.ts"), files.join(", "));
+  assert.ok(files.includes("mod.ts") && files.includes("protocol/mod.ts"), files.join(", "));
   const r = await deno("test", "--doc", "-A", "--quiet", "--no-prompt", ...files);
   assert.equal(r.code, 0, r.output);
 });

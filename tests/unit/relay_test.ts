@@ -8,8 +8,8 @@ import { countOpenFds, fdKind } from "../../ffi/fdinfo.ts";
 import { createMemfd, readFd, writeFd } from "../../ffi/pipe.ts";
 import { createEventFd } from "../../ffi/poll.ts";
 import { socketPair } from "../../ffi/socket.ts";
-import type { LogRecord, MessageRecord, SessionEndRecord } from "../../proxy/log_record.ts";
-import { startProxy } from "../../proxy/server.ts";
+import type { LogRecord, MessageRecord, SessionEndRecord } from "../../log/record.ts";
+import { startProxy } from "../../relay/server.ts";
 import { rig } from "../support/proxy_rig.ts";
 import { readU64, ScriptedListener, ScriptedPeer, u64 } from "../support/scripted_peer.ts";
 

@@ -18,7 +18,7 @@ import { closeAll, type OwnedFd } from "../../ffi/fd.ts";
 import { createMemfd, readFd, writeFd } from "../../ffi/pipe.ts";
 import { createEventFd } from "../../ffi/poll.ts";
 import { socketPair } from "../../ffi/socket.ts";
-import type { LogRecord, RestartStepRecord } from "../../proxy/log_record.ts";
+import type { LogRecord, RestartStepRecord } from "../../log/record.ts";
 import { type Rig, rig } from "../support/proxy_rig.ts";
 import { hex, receive } from "../support/differential.ts";
 import { ScriptedListener, type ScriptedPeer } from "../support/scripted_peer.ts";

@@ -1,4 +1,4 @@
-// The trailing SHA-256 (proxy/stream_hash.ts) behind real pipe transfers (proxy/state_copy.ts):
+// The trailing SHA-256 (device_state/stream_hash.ts) behind real pipe transfers (device_state/copy.ts):
 // the digest must equal the inline one whatever the backlog, the copy must wait for the hash
 // rather than lose a wake-up, and the kept blob must be the delivered bytes.
 
@@ -6,9 +6,9 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { createPipe } from "../../ffi/pipe.ts";
 import { Reactor } from "../../ffi/reactor.ts";
-import { type CopyResult, StateCopy, type StateCopyOptions } from "../../proxy/state_copy.ts";
-import { fingerprintOf, fingerprintsReady } from "../../proxy/fingerprint.ts";
-import { TrailingHasher } from "../../proxy/stream_hash.ts";
+import { type CopyResult, StateCopy, type StateCopyOptions } from "../../device_state/copy.ts";
+import { fingerprintOf, fingerprintsReady } from "../../device_state/fingerprint.ts";
+import { TrailingHasher } from "../../device_state/stream_hash.ts";
 import type { PipePeerCommand, PipePeerResult } from "./_pipe_peer_worker.ts";
 
 const MiB = 1 << 20;

@@ -5,8 +5,8 @@ import {
   encodeVirtiofsdState,
   summarizeVirtiofsdState,
   type VirtiofsdState,
-} from "../../proxy/virtiofsd_state.ts";
-import { validateBlob } from "../../proxy/device_state.ts";
+} from "../../device_state/virtiofsd_state.ts";
+import { validateBlob } from "../../device_state/blob_summary.ts";
 
 const opts = {
   writeback: false,

@@ -1,12 +1,12 @@
-// The start-up rehearsal of a migration's switch-over (proxy/warm_up_session.ts) must run the
+// The start-up rehearsal of a migration's switch-over (relay/warm_up_session.ts) must run the
 // real paths (both transfers relayed and checked), stay silent, and leave nothing open.
 
 import assert from "node:assert/strict";
 import { countOpenFds } from "../../ffi/fdinfo.ts";
-import { deviceStateHooks } from "../../proxy/device_state.ts";
-import { fingerprintsReady } from "../../proxy/fingerprint.ts";
-import type { LogRecord } from "../../proxy/log_record.ts";
-import { warmUpSession } from "../../proxy/warm_up_session.ts";
+import { deviceStateHooks } from "../../device_state/handler.ts";
+import { fingerprintsReady } from "../../device_state/fingerprint.ts";
+import type { LogRecord } from "../../log/record.ts";
+import { warmUpSession } from "../../relay/warm_up_session.ts";
 
 // The device-state code hashes with xxh3-128 (WebAssembly) by default.
 await fingerprintsReady;

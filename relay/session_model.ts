@@ -1,0 +1,314 @@
+/**
+ * What a session negotiated and set up with its back-end, as the back-end received it: the frames
+ * (in the back-end's dialect) and a dup of every fd they carried, updated from decoded messages
+ * only. It is what a restart replays to a new back-end, and what `ctl status` shows.
+ *
+ * Only kept when the proxy can restart back-ends (`--control`): holding a dup of every memory
+ * region, kick, call and err fd costs a dup and a close per fd-carrying message otherwise.
+ *
+ * @module
+ */
+
+import { closeAll, type OwnedFd } from "../ffi/fd.ts";
+import type { Message } from "../protocol/codec.ts";
+import {
+  describeProtocolFeatures,
+  describeVirtioFeatures,
+  hasProtocolFeature,
+  hasVirtioFeature,
+} from "../protocol/features.ts";
+import type { Dialect } from "../protocol/catalogue.ts";
+
+/** A frame as the back-end got it, with dups of its fds (owned by the model). */
+export interface KeptFrame {
+  bytes: Uint8Array;
+  fds: OwnedFd[];
+}
+
+/** One virtqueue's set-up. */
+export interface RingModel {
+  index: number;
+  num?: number;
+  /** Last SET_VRING_BASE, then the base the back-end reported when the ring stopped. */
+  base?: number;
+  enabled: boolean;
+  /** A kick fd was set since the ring last stopped: the back-end is processing it. */
+  started: boolean;
+  frames: Partial<Record<RingStep, KeptFrame>>;
+}
+
+/** The ring set-up requests, in the order a front-end sends them. */
+export const RING_STEPS = [
+  "SET_VRING_NUM",
+  "SET_VRING_ADDR",
+  "SET_VRING_BASE",
+  "SET_VRING_KICK",
+  "SET_VRING_CALL",
+  "SET_VRING_ERR",
+] as const;
+export type RingStep = typeof RING_STEPS[number];
+
+/** A restart as `ctl status` lists it. */
+export interface RestartSummary {
+  ts: string;
+  ok: boolean;
+  pauseMs: number;
+  backend: string;
+  withState: boolean;
+  failedStep?: string;
+}
+
+/** JSON view of the model (`ctl status`, the session-end snapshot). */
+export interface SessionSnapshot {
+  virtioOffered: string;
+  virtioAcked: string;
+  virtioFeatures: string[];
+  protocolOffered: string;
+  protocolAcked: string;
+  protocolFeatures: string[];
+  owner: boolean;
+  memoryRegions: number;
+  rings: { index: number; num?: number; base?: number; enabled: boolean; started: boolean }[];
+  backendChannel: boolean;
+  transfers: number;
+  restarts: RestartSummary[];
+  /** Why a restart would be refused now, if it would. */
+  notRestartable?: string;
+}
+
+const u32 = (b: Uint8Array, at: number) =>
+  new DataView(b.buffer, b.byteOffset + at, 4).getUint32(0, true);
+const u64 = (b: Uint8Array) => new DataView(b.buffer, b.byteOffset, 8).getBigUint64(0, true);
+const HEADER = 12;
+const hex = (v: bigint) => `0x${v.toString(16)}`;
+/** VHOST_F_LOG_ALL: QEMU acks it while it logs dirty pages (a migration), and drops it after. */
+const LOG_ALL = 1n << 26n;
+const LOGGING = "dirty-page logging (a migration is under way)";
+
+/** The model of one session. */
+export class SessionModel {
+  /** The back-end's dialect: the numbering of the kept frames. */
+  readonly dialect: Dialect;
+  virtioOffered = 0n;
+  virtioAcked = 0n;
+  protocolOffered = 0n;
+  protocolAcked = 0n;
+  owner = false;
+  backendChannel = false;
+  transfers = 0;
+  readonly restarts: RestartSummary[] = [];
+  /** SET_PROTOCOL_FEATURES and SET_FEATURES as sent. */
+  readonly setup = new Map<"SET_PROTOCOL_FEATURES" | "SET_FEATURES" | "SET_STATUS", KeptFrame>();
+  /** SET_MEM_TABLE as sent, when the front-end used it. */
+  memTable: KeptFrame | undefined;
+  /** ADD_MEM_REG frames by guest address (CONFIGURE_MEM_SLOTS). */
+  readonly addedRegions = new Map<bigint, KeptFrame>();
+  readonly rings = new Map<number, RingModel>();
+  /** Things a restart cannot reproduce, seen in this session. */
+  readonly unsupported = new Set<string>();
+
+  constructor(dialect: Dialect) {
+    this.dialect = dialect;
+  }
+
+  /** A request the back-end is about to receive (`bytes` exactly as sent, `fds` still open). */
+  sent(message: Message, bytes: Uint8Array, fds: readonly OwnedFd[]): void {
+    const keep = (): KeptFrame => ({ bytes: bytes.slice(), fds: fds.map((f) => f.dup()) });
+    const payload = bytes.subarray(HEADER);
+    switch (message.name) {
+      case "SET_OWNER":
+        this.owner = true;
+        return;
+      case "SET_PROTOCOL_FEATURES":
+        this.protocolAcked = u64(payload);
+        this.#replace(this.setup, "SET_PROTOCOL_FEATURES", keep());
+        return;
+      case "SET_FEATURES":
+        this.virtioAcked = u64(payload);
+        this.#replace(this.setup, "SET_FEATURES", keep());
+        // QEMU's vhost_migration_log(false) after a migration failed or was cancelled: logging
+        // is over (the log area stays with the back-end, unused), the set-up replays again.
+        if ((this.virtioAcked & LOG_ALL) === 0n) this.unsupported.delete(LOGGING);
+        return;
+      case "SET_STATUS":
+        this.#replace(this.setup, "SET_STATUS", keep());
+        return;
+      case "SET_BACKEND_REQ_FD":
+        this.backendChannel = true;
+        return;
+      case "SET_MEM_TABLE":
+        if (this.memTable) closeAll(this.memTable.fds);
+        this.memTable = keep();
+        return;
+      case "ADD_MEM_REG":
+        // Region: u64 padding, then guest address first.
+        this.#replace(
+          this.addedRegions,
+          new DataView(payload.buffer, payload.byteOffset + 8, 8)
+            .getBigUint64(0, true),
+          keep(),
+        );
+        return;
+      case "REM_MEM_REG": {
+        const gpa = new DataView(payload.buffer, payload.byteOffset + 8, 8).getBigUint64(0, true);
+        const kept = this.addedRegions.get(gpa);
+        if (kept) closeAll(kept.fds);
+        this.addedRegions.delete(gpa);
+        return;
+      }
+      case "SET_VRING_NUM":
+      case "SET_VRING_ADDR":
+      case "SET_VRING_BASE":
+      case "SET_VRING_KICK":
+      case "SET_VRING_CALL":
+      case "SET_VRING_ERR": {
+        const ring = this.#ring(u32(payload, 0) & 0xff);
+        this.#replace(ring.frames, message.name, keep());
+        if (message.name === "SET_VRING_NUM") ring.num = u32(payload, 4);
+        if (message.name === "SET_VRING_BASE") ring.base = u32(payload, 4);
+        if (message.name === "SET_VRING_KICK") ring.started = true;
+        return;
+      }
+      case "SET_VRING_ENABLE":
+        this.#ring(u32(payload, 0)).enabled = u32(payload, 4) === 1;
+        return;
+      case "SET_DEVICE_STATE_FD":
+        this.transfers++;
+        return;
+      case "SET_LOG_BASE":
+      case "SET_LOG_FD":
+        this.unsupported.add(LOGGING);
+        return;
+      case "SET_INFLIGHT_FD":
+        this.unsupported.add("inflight I/O tracking (SET_INFLIGHT_FD)");
+        return;
+      case "POSTCOPY_ADVISE":
+        this.unsupported.add("postcopy");
+        return;
+    }
+  }
+
+  /** A reply from the back-end. */
+  replied(message: Message, payload: Uint8Array): void {
+    switch (message.name) {
+      case "GET_FEATURES":
+        this.virtioOffered = u64(payload);
+        return;
+      case "GET_PROTOCOL_FEATURES":
+        this.protocolOffered = u64(payload);
+        return;
+      case "GET_VRING_BASE": {
+        const ring = this.#ring(u32(payload, 0));
+        ring.base = u32(payload, 4);
+        ring.started = false;
+        return;
+      }
+    }
+  }
+
+  /** Whether `name` was negotiated (protocol features, the back-end's numbering). */
+  hasProtocol(name: Parameters<typeof hasProtocolFeature>[1]): boolean {
+    return hasProtocolFeature(this.protocolAcked, name, this.dialect);
+  }
+
+  /** Whether a virtio feature was acked. */
+  hasVirtio(name: Parameters<typeof hasVirtioFeature>[1]): boolean {
+    return hasVirtioFeature(this.virtioAcked, name);
+  }
+
+  /**
+   * The memory region holding user address `addr` (QEMU's address space, as in SET_VRING_ADDR):
+   * its fd and the offset of `addr` in that fd.
+   */
+  regionOf(addr: bigint): { fd: OwnedFd; offset: bigint } | undefined {
+    const regions: { bytes: Uint8Array; at: number; fd: OwnedFd | undefined }[] = [];
+    if (this.memTable) {
+      const n = u32(this.memTable.bytes, HEADER);
+      for (let i = 0; i < n; i++) {
+        regions.push({
+          bytes: this.memTable.bytes,
+          at: HEADER + 8 + 32 * i,
+          fd: this.memTable.fds[i],
+        });
+      }
+    }
+    for (const f of this.addedRegions.values()) {
+      regions.push({ bytes: f.bytes, at: HEADER + 8, fd: f.fds[0] });
+    }
+    for (const r of regions) {
+      const v = new DataView(r.bytes.buffer, r.bytes.byteOffset + r.at, 32);
+      const size = v.getBigUint64(8, true);
+      const uaddr = v.getBigUint64(16, true);
+      const mmapOffset = v.getBigUint64(24, true);
+      if (r.fd && addr >= uaddr && addr < uaddr + size) {
+        return { fd: r.fd, offset: addr - uaddr + mmapOffset };
+      }
+    }
+    return undefined;
+  }
+
+  /** The rings in index order. */
+  orderedRings(): RingModel[] {
+    return [...this.rings.values()].sort((a, b) => a.index - b.index);
+  }
+
+  snapshot(notRestartable?: string): SessionSnapshot {
+    return {
+      virtioOffered: hex(this.virtioOffered),
+      virtioAcked: hex(this.virtioAcked),
+      virtioFeatures: describeVirtioFeatures(this.virtioAcked),
+      protocolOffered: hex(this.protocolOffered),
+      protocolAcked: hex(this.protocolAcked),
+      protocolFeatures: describeProtocolFeatures(this.protocolAcked, this.dialect),
+      owner: this.owner,
+      memoryRegions: this.memTable ? u32(this.memTable.bytes, HEADER) : this.addedRegions.size,
+      rings: this.orderedRings().map((r) => ({
+        index: r.index,
+        num: r.num,
+        base: r.base,
+        enabled: r.enabled,
+        started: r.started,
+      })),
+      backendChannel: this.backendChannel,
+      transfers: this.transfers,
+      restarts: [...this.restarts],
+      ...(notRestartable === undefined ? {} : { notRestartable }),
+    };
+  }
+
+  /** Closes every fd the model holds. */
+  close(): void {
+    for (const f of this.setup.values()) closeAll(f.fds);
+    if (this.memTable) closeAll(this.memTable.fds);
+    for (const f of this.addedRegions.values()) closeAll(f.fds);
+    for (const r of this.rings.values()) {
+      for (const f of Object.values(r.frames)) if (f) closeAll(f.fds);
+    }
+    this.setup.clear();
+    this.addedRegions.clear();
+    this.rings.clear();
+    this.memTable = undefined;
+  }
+
+  #ring(index: number): RingModel {
+    let r = this.rings.get(index);
+    if (!r) {
+      r = { index, enabled: false, started: false, frames: {} };
+      this.rings.set(index, r);
+    }
+    return r;
+  }
+
+  #replace<K>(map: Map<K, KeptFrame> | Partial<Record<string, KeptFrame>>, key: K, f: KeptFrame) {
+    if (map instanceof Map) {
+      const old = map.get(key);
+      if (old) closeAll(old.fds);
+      map.set(key, f);
+    } else {
+      const k = key as unknown as string;
+      const old = map[k];
+      if (old) closeAll(old.fds);
+      map[k] = f;
+    }
+  }
+}
