@@ -175,6 +175,7 @@ export function restartBackend(session: Session, options: RestartOptions): Resta
       fresh = undefined;
       channelOurs = undefined;
     });
+    kickAgainLater(session, started);
     result.ok = true;
     model.restarts.push({
       ts: timestamp(),
@@ -287,6 +288,7 @@ export function reconnectBackend(session: Session, options: RestartOptions): Res
       fresh = undefined;
       channelOurs = undefined;
     });
+    kickAgainLater(session, started);
     result.ok = true;
     model.restarts.push({
       ts: timestamp(),
@@ -583,6 +585,28 @@ function stopNewRings(link: SyncLink, progress: RingProgress): string {
     : `; the new back-end had served requests (${
       moved.join(", ")
     }): the old one resumes there without the state they changed`;
+}
+
+/** After a swap, when the rings are kicked again (ms): until the old back-end is surely gone. */
+const LATE_KICKS_MS = [20, 100, 500, 2000];
+
+/**
+ * Kicks the new back-end's rings again a few times after the swap. The old back-end holds the
+ * same kick eventfds until its process has exited; a kick the guest gave in that window may be
+ * read (consumed) by it and never seen by the new one, and with EVENT_IDX the guest does not kick
+ * again until that request completes: an idle guest's next file operation hung (seen once in 5
+ * runs of the drop-in restart). A spurious kick only makes the back-end look at the ring.
+ */
+function kickAgainLater(session: Session, rings: RingModel[]): void {
+  for (const ms of LATE_KICKS_MS) {
+    session.reactor.setTimer(ms, () => {
+      if (session.ended) return;
+      for (const r of rings) {
+        const kick = r.frames.SET_VRING_KICK?.fds[0];
+        if (kick?.isOpen) signalEventFd(kick);
+      }
+    });
+  }
 }
 
 /** SAVE through a proxy pipe (or the back-end's own fd), to EOF, then CHECK. */
