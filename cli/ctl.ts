@@ -112,7 +112,8 @@ export function formatRestart(r: Record<string, unknown>): string {
   }
   const state = r.withState
     ? `with its state (${r.stateBytes ?? 0} bytes)`
-    : "WITHOUT its state (the back-end's state was lost)";
+    : "WITHOUT its state (the back-end's state was lost: for virtio-fs the guest's file " +
+      "operations fail with EIO until it remounts the share)";
   return `restarted the back-end of session ${r.session} onto ${r.backend} ${state}: the guest ` +
     `paused ${r.pauseMs} ms (${r.totalMs} ms in all)`;
 }

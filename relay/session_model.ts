@@ -39,9 +39,11 @@ export interface RingModel {
 
 /** The ring set-up requests, in the order a front-end sends them. */
 export const RING_STEPS = [
+  // QEMU's vhost_virtqueue_start order: the base before the addresses, as libvhost-user reads
+  // the used index when the addresses come and compares it with the base it was given.
   "SET_VRING_NUM",
-  "SET_VRING_ADDR",
   "SET_VRING_BASE",
+  "SET_VRING_ADDR",
   "SET_VRING_KICK",
   "SET_VRING_CALL",
   "SET_VRING_ERR",

@@ -12,7 +12,7 @@
  */
 
 import assert from "node:assert/strict";
-import { startVirtiofsd, type Virtiofsd, waitFor } from "../harness/mod.ts";
+import { startCVirtiofsd, startVirtiofsd, type Virtiofsd, waitFor } from "../harness/mod.ts";
 import {
   assertFailedCleanly,
   describeMigration,
@@ -522,5 +522,42 @@ Deno.test("restart-backend refuses a back-end without F_DEVICE_STATE (the C virt
   } finally {
     listener.close();
     await accepting;
+  }
+});
+
+Deno.test("restart-backend with --device-state emulate restarts the C virtiofsd without its state, says what the guest sees, and after a remount the share works", async () => {
+  await using rig = await MigrationRig.create("restart-c-emulate");
+  const { side, control } = await sourceWithWriter(rig, ["--device-state", "emulate"], "c");
+  await side.vm.agent.check(STOP_SEQUENCE_WRITER);
+  const status = await runProxyCli(["ctl", control, "status"]);
+  assert.equal(status.code, 0, status.stderr);
+  assert.match(status.stdout, /restart: possible/);
+  const next = await startCVirtiofsd({
+    name: "vfs-c-next",
+    socketPath: rig.dir.join("vfs-c-next.sock"),
+    sharedDir: rig.share,
+    logDir: rig.dir.path,
+  });
+  try {
+    const r = await restart(control, next.socketPath, "stateless restart of the C virtiofsd");
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /WITHOUT its state .*EIO until it remounts/);
+    assert.ok(await exitsWithin(side.virtiofsd, 10_000), "the old C virtiofsd is gone");
+    const done = restartsDone(await side.frontProxy.records());
+    assert.deepEqual(done.map((d) => [d.ok, d.withState]), [[true, false]]);
+    // The new back-end knows neither the mount's FUSE session nor its inodes: the guest closes
+    // what it held (the holder's fds keep the old superblock, and with it the old session, alive)
+    // and remounts.
+    const remount = await side.vm.agent.run(
+      `for p in /proc/[0-9]*; do ls -l $p/fd 2>/dev/null | grep -q ' /mnt/' && kill -9 \${p#/proc/}; done
+sleep 0.2; umount /mnt || umount -l /mnt
+mount -t virtiofs myfs /mnt && echo fresh >/mnt/fresh.txt && cat /mnt/fresh.txt`,
+      { timeoutMs: 30_000 },
+    );
+    assert.equal(remount.code, 0, JSON.stringify(remount));
+    assert.equal(remount.stdout.trim(), "fresh");
+    assert.equal(await Deno.readTextFile(`${rig.share}/fresh.txt`), "fresh\n");
+  } finally {
+    await next.stop().catch(() => {});
   }
 });

@@ -356,8 +356,8 @@ function expectedStart(bases = SAVED_BASES): string[] {
   return [
     ...RINGS.flatMap((q) => [
       line("SET_VRING_NUM", ring(q, RING_NUM)),
-      line("SET_VRING_ADDR", addr(q)),
       line("SET_VRING_BASE", ring(q, bases[q])),
+      line("SET_VRING_ADDR", addr(q)),
       line("SET_VRING_KICK", vringFile(q, false), [`kick${q}`]),
       line("SET_VRING_CALL", vringFile(q, false), [`call${q}`]),
       line("SET_VRING_ERR", vringFile(q, false), [`err${q}`]),
