@@ -118,6 +118,71 @@ export interface SessionEndRecord {
   inFlight: { channel: ChannelName; name: string; waitedMs: number }[];
   /** The session's counters. */
   summary: SessionSummary;
+  /**
+   * What the session negotiated and set up with its back-end when it ended (the relay's session
+   * model): features by name, memory regions, rings, transfers, restarts.
+   */
+  model?: SessionSnapshot;
+}
+
+/** A restart as `ctl status` and the session-end snapshot list it. */
+export interface RestartSummary {
+  /** When it ended (ISO-8601). */
+  ts: string;
+  /** The new back-end serves the session. */
+  ok: boolean;
+  /** How long the guest's rings were stopped. */
+  pauseMs: number;
+  /** The new back-end's socket. */
+  backend: string;
+  /** The back-end's state was carried over (SAVE, LOAD). */
+  withState: boolean;
+  /** The step that failed, when it did. */
+  failedStep?: string;
+}
+
+/** One virtqueue as the session model saw it set up. */
+export interface RingSnapshot {
+  /** The ring's index. */
+  index: number;
+  /** Its size (SET_VRING_NUM). */
+  num?: number;
+  /** The last base set, or the one the back-end reported when it stopped the ring. */
+  base?: number;
+  /** SET_VRING_ENABLE 1 was the last word. */
+  enabled: boolean;
+  /** A kick fd was set since the ring last stopped: the back-end is processing it. */
+  started: boolean;
+}
+
+/** What a session negotiated and set up with its back-end (`ctl status`, session end). */
+export interface SessionSnapshot {
+  /** Virtio features the back-end offered (hex). */
+  virtioOffered: string;
+  /** Virtio features the front-end set (hex). */
+  virtioAcked: string;
+  /** The acked virtio features by name. */
+  virtioFeatures: string[];
+  /** Protocol features the back-end offered (hex, its dialect). */
+  protocolOffered: string;
+  /** Protocol features set (hex, the back-end's dialect). */
+  protocolAcked: string;
+  /** The acked protocol features by name. */
+  protocolFeatures: string[];
+  /** SET_OWNER was sent. */
+  owner: boolean;
+  /** Guest memory regions the back-end was given. */
+  memoryRegions: number;
+  /** The virtqueues, by index. */
+  rings: RingSnapshot[];
+  /** A back-end channel was set up (SET_BACKEND_REQ_FD). */
+  backendChannel: boolean;
+  /** SET_DEVICE_STATE_FD requests seen. */
+  transfers: number;
+  /** Back-end restarts of this session. */
+  restarts: RestartSummary[];
+  /** Why a restart would be refused now, if it would. */
+  notRestartable?: string;
 }
 
 /** Problems: protocol violations, stuck replies, I/O failures. */

@@ -74,7 +74,9 @@ const STATE_LIMIT = 64 << 20;
 /** Why a restart of this session cannot be done now, or undefined. */
 export function restartBlocker(session: Session, allowStateless: boolean): string | undefined {
   const model = session.model;
-  if (model === undefined) return "the session model is not kept (start the proxy with --control)";
+  if (!model.keepsFds) {
+    return "the proxy keeps no dups of the session's fds (start it with --control)";
+  }
   if (session.ended) return "the session has ended";
   if (session.back === undefined) return "the back-end is not connected yet";
   if (!model.owner) return "the front-end has not set up the device yet (no SET_OWNER)";
@@ -242,9 +244,11 @@ export function reconnectBackend(session: Session, options: RestartOptions): Res
     totalMs: 0,
     steps: [],
   };
-  if (model === undefined || session.ended) {
+  if (!model.keepsFds || session.ended) {
     result.failedStep = "check";
-    result.error = model === undefined ? "the session model is not kept" : "the session has ended";
+    result.error = session.ended
+      ? "the session has ended"
+      : "the proxy keeps no dups of the session's fds (start it with --control)";
     return finish(session, result, t0);
   }
   if (!session.backendLost) session.dropBackend("the back-end process exited");

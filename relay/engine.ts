@@ -196,7 +196,7 @@ export class Engine {
         return { ...r };
       }
       case "reconnect-backend": {
-        const live = [...this.sessions].filter((s) => !s.ended && s.model !== undefined);
+        const live = [...this.sessions].filter((s) => !s.ended && s.model.keepsFds);
         const session = request.session === undefined
           ? live.find((s) => s.backendLost) ?? (live.length === 1 ? live[0] : undefined)
           : live.find((s) => s.id === request.session);

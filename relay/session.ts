@@ -162,8 +162,8 @@ export class Session implements EndpointOwner {
   /** While device-state hooks run: records of the answers they inject, logged afterwards. */
   #deferInjected: [Endpoint, PendingRecord][] | undefined;
   readonly deviceState: DeviceStateHooks | undefined;
-  /** What was negotiated and set up with the back-end (with `keepModel`). */
-  readonly model: SessionModel | undefined;
+  /** What was negotiated and set up with the back-end (its fds too with `keepModel`). */
+  readonly model: SessionModel;
 
   constructor(
     front: OwnedFd,
@@ -181,7 +181,7 @@ export class Session implements EndpointOwner {
     this.front = new Endpoint(front, "main", "front-end", this, MAX_PAYLOAD_SIZE);
     reactor.add(this.front);
     this.deviceState = options.deviceState?.(this);
-    this.model = options.keepModel ? new SessionModel(options.backDialect) : undefined;
+    this.model = new SessionModel(options.backDialect, { keepFds: options.keepModel ?? false });
     emit({
       type: "session-start",
       ts: timestamp(),
@@ -521,7 +521,7 @@ export class Session implements EndpointOwner {
     const expectsReply = !isReply && replyExpected(message, view);
     record.fds ??= this.options.logMessages ? fds.map((f) => ({ kind: fdKind(f.fd) })) : [];
     const fdCount = fds.length;
-    if (this.model !== undefined && to.kind === "main") {
+    if (to.kind === "main") {
       if (!isReply && to === this.back) this.model.sent(message, bytes, fds);
       else if (isReply && from === this.back) {
         this.model.replied(message, bytes.subarray(HEADER_SIZE));
@@ -869,7 +869,7 @@ export class Session implements EndpointOwner {
     let reason = `${endpoint.peer} closed the main channel${what}${context}`;
     if (sending) reason += ` while ${sending} was being relayed to it`;
     if (
-      endpoint === this.back && this.options.holdOnBackendLoss && this.model &&
+      endpoint === this.back && this.options.holdOnBackendLoss && this.model.keepsFds &&
       this.owedReplies().length === 0
     ) {
       this.dropBackend(reason);
@@ -908,7 +908,9 @@ export class Session implements EndpointOwner {
       this.emit({ type: "error", ts: timestamp(), session: this.id, message: reason });
     }
     this.deviceState?.close();
-    this.model?.close();
+    // The record shows the set-up as it was; then the model's fd dups go.
+    const model = this.model.snapshot();
+    this.model.close();
     for (const ep of [this.front, this.back]) {
       if (ep === undefined) continue;
       this.reactor.remove(ep);
@@ -932,6 +934,7 @@ export class Session implements EndpointOwner {
       ...(violationBy === undefined ? {} : { violationBy }),
       inFlight,
       summary: this.#summary,
+      model,
     });
     this.#onEnd(this);
   }

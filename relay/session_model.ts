@@ -1,10 +1,11 @@
 /**
  * What a session negotiated and set up with its back-end, as the back-end received it: the frames
- * (in the back-end's dialect) and a dup of every fd they carried, updated from decoded messages
- * only. It is what a restart replays to a new back-end, and what `ctl status` shows.
+ * (in the back-end's dialect), updated from decoded messages only. It is what `ctl status` shows,
+ * what the session-end record carries as `model`, and what a restart replays to a new back-end.
  *
- * Only kept when the proxy can restart back-ends (`--control`): holding a dup of every memory
- * region, kick, call and err fd costs a dup and a close per fd-carrying message otherwise.
+ * Dups of the fds the frames carried are kept only when the proxy can restart back-ends
+ * (`--control`, `keepFds`): holding a dup of every memory region, kick, call and err fd costs a
+ * dup and a close per fd-carrying message.
  *
  * @module
  */
@@ -18,6 +19,9 @@ import {
   hasVirtioFeature,
 } from "../protocol/features.ts";
 import type { Dialect } from "../protocol/catalogue.ts";
+import type { RestartSummary, SessionSnapshot } from "../log/record.ts";
+
+export type { RestartSummary, SessionSnapshot };
 
 /** A frame as the back-end got it, with dups of its fds (owned by the model). */
 export interface KeptFrame {
@@ -50,34 +54,6 @@ export const RING_STEPS = [
 ] as const;
 export type RingStep = typeof RING_STEPS[number];
 
-/** A restart as `ctl status` lists it. */
-export interface RestartSummary {
-  ts: string;
-  ok: boolean;
-  pauseMs: number;
-  backend: string;
-  withState: boolean;
-  failedStep?: string;
-}
-
-/** JSON view of the model (`ctl status`, the session-end snapshot). */
-export interface SessionSnapshot {
-  virtioOffered: string;
-  virtioAcked: string;
-  virtioFeatures: string[];
-  protocolOffered: string;
-  protocolAcked: string;
-  protocolFeatures: string[];
-  owner: boolean;
-  memoryRegions: number;
-  rings: { index: number; num?: number; base?: number; enabled: boolean; started: boolean }[];
-  backendChannel: boolean;
-  transfers: number;
-  restarts: RestartSummary[];
-  /** Why a restart would be refused now, if it would. */
-  notRestartable?: string;
-}
-
 const u32 = (b: Uint8Array, at: number) =>
   new DataView(b.buffer, b.byteOffset + at, 4).getUint32(0, true);
 const u64 = (b: Uint8Array) => new DataView(b.buffer, b.byteOffset, 8).getBigUint64(0, true);
@@ -109,13 +85,20 @@ export class SessionModel {
   /** Things a restart cannot reproduce, seen in this session. */
   readonly unsupported = new Set<string>();
 
-  constructor(dialect: Dialect) {
+  /** Whether the frames keep dups of their fds (a restart needs them). */
+  readonly keepsFds: boolean;
+
+  constructor(dialect: Dialect, options: { keepFds?: boolean } = {}) {
     this.dialect = dialect;
+    this.keepsFds = options.keepFds ?? false;
   }
 
   /** A request the back-end is about to receive (`bytes` exactly as sent, `fds` still open). */
   sent(message: Message, bytes: Uint8Array, fds: readonly OwnedFd[]): void {
-    const keep = (): KeptFrame => ({ bytes: bytes.slice(), fds: fds.map((f) => f.dup()) });
+    const keep = (): KeptFrame => ({
+      bytes: bytes.slice(),
+      fds: this.keepsFds ? fds.map((f) => f.dup()) : [],
+    });
     const payload = bytes.subarray(HEADER);
     switch (message.name) {
       case "SET_OWNER":

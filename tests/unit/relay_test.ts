@@ -220,3 +220,42 @@ Deno.test("a request whose reply never comes is flagged by name", async () => {
     await r.stop();
   }
 });
+
+Deno.test("the session-end record carries the session model: features offered and set, rings, what was set up", async () => {
+  const r = await rig();
+  try {
+    r.front.send({ request: 1, flags: REQ });
+    r.back.expect();
+    r.back.send({ request: 1, flags: 0x5, payload: u64((1n << 32n) | (1n << 30n)) });
+    r.front.expect();
+    r.front.send({ request: 3, flags: REQ });
+    r.back.expect();
+    r.front.send({ request: 2, flags: REQ, payload: u64(1n << 32n) });
+    r.back.expect();
+    const ring = new Uint8Array(new ArrayBuffer(8));
+    new DataView(ring.buffer).setUint32(4, 256, true);
+    r.front.send({ request: 8, flags: REQ, payload: ring });
+    r.back.expect();
+    r.front.close();
+    await until(r.records, (rs) => rs.some((x) => x.type === "session-end"));
+    const end = r.records.find((x): x is SessionEndRecord => x.type === "session-end")!;
+    assert.deepEqual(
+      {
+        offered: end.model?.virtioOffered,
+        acked: end.model?.virtioAcked,
+        names: end.model?.virtioFeatures,
+        owner: end.model?.owner,
+        rings: end.model?.rings,
+      },
+      {
+        offered: "0x140000000",
+        acked: "0x100000000",
+        names: ["VIRTIO_F_VERSION_1"],
+        owner: true,
+        rings: [{ index: 0, num: 256, base: undefined, enabled: false, started: false }],
+      },
+    );
+  } finally {
+    await r.stop();
+  }
+});
