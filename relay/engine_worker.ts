@@ -28,6 +28,7 @@ import {
 } from "../device_state/fingerprint.ts";
 import { TrailingHasher } from "../device_state/stream_hash.ts";
 import { warmUpDeviceState } from "./warm_up.ts";
+import { timestamp } from "../log/record.ts";
 import { warmUpSession } from "./warm_up_session.ts";
 
 /** Switch-overs rehearsed at start: ~50 ms; the handlers are then past V8's first tiers. */
@@ -112,11 +113,22 @@ async function main(): Promise<void> {
   }
   engine.reactor.add(wake);
   if (ds.mode === "relay") {
+    // Only an optimisation, so it never stops the start; but a rehearsal that went wrong says so
+    // (a script that no longer fits the relay is a bug someone should see).
+    let problems: string[] = [];
     try {
       warmUpDeviceState(ds.hashAlgorithm);
-      warmUpSession(ds, hooks, WARM_UP_ROUNDS);
-    } catch {
-      // Only an optimisation: real transfers report their own errors.
+      problems = warmUpSession(ds, hooks, WARM_UP_ROUNDS).problems;
+    } catch (e) {
+      problems = [e instanceof Error ? e.message : String(e)];
+    }
+    for (const p of problems.slice(0, 5)) {
+      batch.push({
+        type: "warning",
+        ts: timestamp(),
+        message:
+          `the start-up rehearsal of a switch-over went wrong (the relay is not affected): ${p}`,
+      });
     }
   }
   post({ type: "started" });

@@ -71,6 +71,11 @@ export interface SessionOptions {
    * (`--restart-on-exit`).
    */
   holdOnBackendLoss?: { holdMs: number };
+  /**
+   * An already-connected back-end socket: the session uses it instead of connecting to
+   * `backendPath` (a session over a socketpair, in tests and the start-up rehearsal).
+   */
+  backendSocket?: OwnedFd;
   /** Whether a path is the proxy's own listening socket (connecting there would loop). */
   isOwnListener?: (path: string) => boolean;
 }
@@ -190,7 +195,8 @@ export class Session implements EndpointOwner {
       backend: options.backendPath,
     });
     this.#connectDeadline = performance.now() + options.connectTimeoutMs;
-    this.#tryConnect();
+    if (options.backendSocket) this.#adoptBackend(options.backendSocket);
+    else this.#tryConnect();
   }
 
   /** True once the session has closed everything. */
@@ -236,6 +242,11 @@ export class Session implements EndpointOwner {
       );
       return;
     }
+    this.#adoptBackend(sock);
+  }
+
+  #adoptBackend(sock: OwnedFd): void {
+    sock.setNonBlocking(true);
     this.back = new Endpoint(sock, "main", "back-end", this, MAX_PAYLOAD_SIZE);
     this.front.target = this.back;
     this.back.target = this.front;

@@ -11,7 +11,8 @@
  *
  * The script is what QEMU 10 sends around a migration (docs/interop/vhost-user.rst; traced
  * with `-trace vhost_user_*`): the destination's LOAD, CHECK and ring start, then the source's
- * ring stop, SAVE and CHECK. The back-end peer answers as virtiofsd does. Records are dropped.
+ * ring stop, SAVE and CHECK. The back-end peer answers as virtiofsd does. The session runs over
+ * socketpairs (no file, no connect).
  *
  * @module
  */
@@ -20,13 +21,7 @@ import { closeAll, type OwnedFd } from "../ffi/fd.ts";
 import { createMemfd, createPipe, readFd, writeAll } from "../ffi/pipe.ts";
 import { createEventFd } from "../ffi/poll.ts";
 import { Reactor } from "../ffi/reactor.ts";
-import {
-  acceptConnection,
-  listenUnix,
-  recvWithFds,
-  sendWithFds,
-  socketPair,
-} from "../ffi/socket.ts";
+import { recvWithFds, sendWithFds, socketPair } from "../ffi/socket.ts";
 import type { DeviceStateConfig, DeviceStateFactory } from "./engine.ts";
 import type { LogRecord } from "../log/record.ts";
 import { Session } from "./session.ts";
@@ -130,7 +125,6 @@ export function warmUpSession(
   onRecord?: (r: LogRecord) => void,
 ): WarmUpResult {
   const started = performance.now();
-  const dir = Deno.makeTempDirSync({ prefix: "vhost-user-proxy-warm-up-" });
   const reactor = new Reactor((e) => {
     throw e;
   });
@@ -145,9 +139,10 @@ export function warmUpSession(
     hashAlgorithm: deviceState.hashAlgorithm,
     buffer: false,
   };
-  const listener = listenUnix(`${dir}/back.sock`);
+  // Socketpairs on both sides: the rehearsal creates no file and connects nowhere.
   const [frontEnd, proxyEnd] = socketPair();
-  const owned: { close(): void }[] = [listener];
+  const [backFd, proxyBackEnd] = socketPair();
+  const owned: { close(): void }[] = [];
   let session: Session | undefined;
   try {
     const front = new Peer(frontEnd);
@@ -156,7 +151,8 @@ export function warmUpSession(
       proxyEnd,
       {
         id: 0,
-        backendPath: `${dir}/back.sock`,
+        backendPath: "(warm-up socketpair)",
+        backendSocket: proxyBackEnd,
         frontDialect: "upstream",
         backDialect: "upstream",
         stuckAfterMs: 0,
@@ -169,8 +165,6 @@ export function warmUpSession(
       () => {},
       null,
     );
-    const backFd = acceptConnection(listener);
-    if (!backFd) throw new Error("warm-up: the session did not connect");
     const back = new Peer(backFd);
     owned.push(back);
 
@@ -228,7 +222,8 @@ export function warmUpSession(
     session?.end("warm-up done", "proxy");
     for (let i = 0; i < 5; i++) reactor.turn(0);
     for (const o of owned.reverse()) o.close();
-    Deno.removeSync(dir, { recursive: true });
+    // If the session never took it (it threw first), the proxy's end is still ours.
+    if (!session) proxyBackEnd.close();
   }
 }
 
