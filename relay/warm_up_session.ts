@@ -25,14 +25,44 @@ import { recvWithFds, sendWithFds, socketPair } from "../ffi/socket.ts";
 import type { DeviceStateConfig, DeviceStateFactory } from "./engine.ts";
 import type { LogRecord } from "../log/record.ts";
 import { Session } from "./session.ts";
+import { codeIn, findRequestByName } from "../protocol/catalogue.ts";
+import { protocolFeatureMask, virtioFeatureMask } from "../protocol/features.ts";
 
 const REQUEST = 0x1;
 const NEED_REPLY = 0x8;
 const REPLY = 0x5;
 /** Virtio bit 30 (protocol features) and the protocol features QEMU and virtiofsd agree on. */
-const FEATURES = (1n << 32n) | (1n << 30n);
-const PROTOCOL = (1n << 0n) | (1n << 3n) | (1n << 15n) | (1n << 19n); // MQ, REPLY_ACK, MEM_SLOTS, DEVICE_STATE
+const FEATURES = virtioFeatureMask("VIRTIO_F_VERSION_1") |
+  virtioFeatureMask("VHOST_USER_F_PROTOCOL_FEATURES");
+const PROTOCOL = protocolFeatureMask("MQ") | protocolFeatureMask("REPLY_ACK") |
+  protocolFeatureMask("CONFIGURE_MEM_SLOTS") | protocolFeatureMask("DEVICE_STATE");
 const STATE = new Uint8Array(4096).map((_, i) => i * 13);
+
+/** The requests the rehearsal sends, by their catalogue names. */
+type RequestName =
+  | "GET_FEATURES"
+  | "GET_PROTOCOL_FEATURES"
+  | "SET_PROTOCOL_FEATURES"
+  | "GET_QUEUE_NUM"
+  | "SET_FEATURES"
+  | "SET_DEVICE_STATE_FD"
+  | "CHECK_DEVICE_STATE"
+  | "SET_VRING_CALL"
+  | "ADD_MEM_REG"
+  | "SET_VRING_NUM"
+  | "SET_VRING_BASE"
+  | "SET_VRING_ADDR"
+  | "SET_VRING_KICK"
+  | "SET_VRING_ENABLE"
+  | "GET_VRING_BASE";
+
+/** A request's code, from the catalogue (upstream numbering), never a number written here. */
+function codeOf(name: RequestName): number {
+  const spec = findRequestByName("main", name);
+  const code = spec === undefined ? undefined : codeIn(spec, "upstream");
+  if (code === undefined) throw new Error(`warm-up: ${name} is not in the catalogue`);
+  return code;
+}
 
 /** What a warm-up did, for the engine's tests. */
 export interface WarmUpResult {
@@ -179,12 +209,13 @@ export function warmUpSession(
     };
     /** front → proxy → back, and for a reply, back → proxy → front. */
     const exchange = (
-      request: number,
+      name: RequestName,
       payload?: Uint8Array,
       fds: number[] = [],
       reply?: Uint8Array,
       needReply = false,
     ) => {
+      const request = codeOf(name);
       front.send(request, REQUEST | (needReply ? NEED_REPLY : 0), payload, fds);
       const got = next(back);
       const received = got.fds;
@@ -197,11 +228,11 @@ export function warmUpSession(
       return received;
     };
 
-    exchange(1, undefined, [], u64(FEATURES)); // GET_FEATURES
-    exchange(15, undefined, [], u64(PROTOCOL)); // GET_PROTOCOL_FEATURES
-    exchange(16, u64(PROTOCOL)); // SET_PROTOCOL_FEATURES
-    exchange(17, undefined, [], u64(1n)); // GET_QUEUE_NUM
-    exchange(2, u64(FEATURES)); // SET_FEATURES
+    exchange("GET_FEATURES", undefined, [], u64(FEATURES));
+    exchange("GET_PROTOCOL_FEATURES", undefined, [], u64(PROTOCOL));
+    exchange("SET_PROTOCOL_FEATURES", u64(PROTOCOL));
+    exchange("GET_QUEUE_NUM", undefined, [], u64(1n));
+    exchange("SET_FEATURES", u64(FEATURES));
     const drain = (fd: OwnedFd) => {
       fd.setNonBlocking(true);
       const buf = new Uint8Array(new ArrayBuffer(STATE.length));
@@ -228,7 +259,7 @@ export function warmUpSession(
 }
 
 type Exchange = (
-  request: number,
+  name: RequestName,
   payload?: Uint8Array,
   fds?: number[],
   reply?: Uint8Array,
@@ -241,45 +272,45 @@ function switchOver(exchange: Exchange, drain: (fd: OwnedFd) => void): void {
   // Destination: LOAD. QEMU writes the state into a pipe whose read end the back-end gets.
   {
     const [r, w] = createPipe();
-    const [backR] = exchange(42, u32s(1, 0), [r.fd], noFdOk) as [OwnedFd];
+    const [backR] = exchange("SET_DEVICE_STATE_FD", u32s(1, 0), [r.fd], noFdOk) as [OwnedFd];
     r.close();
     writeAll(w, STATE);
     w.close();
     drain(backR);
-    exchange(43, undefined, [], u64(0n)); // CHECK_DEVICE_STATE
+    exchange("CHECK_DEVICE_STATE", undefined, [], u64(0n));
   }
   const calls = [createEventFd(), createEventFd()];
   const mem = createMemfd("warm-up", 1 << 16);
   try {
-    exchange(13, u64(0n), [calls[0].fd]); // SET_VRING_CALL
-    exchange(13, u64(1n), [calls[1].fd]);
-    exchange(2, u64(FEATURES)); // SET_FEATURES
+    exchange("SET_VRING_CALL", u64(0n), [calls[0].fd]);
+    exchange("SET_VRING_CALL", u64(1n), [calls[1].fd]);
+    exchange("SET_FEATURES", u64(FEATURES));
     const region = new Uint8Array(new ArrayBuffer(40));
     new DataView(region.buffer).setBigUint64(16, 1n << 16n, true);
-    closeAll(exchange(37, region, [mem.fd], undefined, true)); // ADD_MEM_REG
+    closeAll(exchange("ADD_MEM_REG", region, [mem.fd], undefined, true));
     for (const q of [0, 1]) {
-      exchange(8, u32s(q, 256)); // SET_VRING_NUM
-      exchange(10, u32s(q, 0)); // SET_VRING_BASE
+      exchange("SET_VRING_NUM", u32s(q, 256));
+      exchange("SET_VRING_BASE", u32s(q, 0));
       const addr = new Uint8Array(new ArrayBuffer(40));
       addr.set(u32s(q, 0));
-      exchange(9, addr); // SET_VRING_ADDR
-      exchange(12, u64(BigInt(q)), [calls[q].fd]); // SET_VRING_KICK
+      exchange("SET_VRING_ADDR", addr);
+      exchange("SET_VRING_KICK", u64(BigInt(q)), [calls[q].fd]);
     }
-    for (const q of [0, 1]) exchange(18, u32s(q, 1), [], undefined, true); // SET_VRING_ENABLE
+    for (const q of [0, 1]) exchange("SET_VRING_ENABLE", u32s(q, 1), [], undefined, true);
     // Source: stop the rings, fetch their bases, SAVE and CHECK.
-    for (const q of [0, 1]) exchange(18, u32s(q, 0), [], undefined, true);
-    for (const q of [0, 1]) exchange(11, u32s(q, 0), [], u32s(q, 0)); // GET_VRING_BASE
-    exchange(13, u64(0n), [calls[0].fd]);
+    for (const q of [0, 1]) exchange("SET_VRING_ENABLE", u32s(q, 0), [], undefined, true);
+    for (const q of [0, 1]) exchange("GET_VRING_BASE", u32s(q, 0), [], u32s(q, 0));
+    exchange("SET_VRING_CALL", u64(0n), [calls[0].fd]);
   } finally {
     closeAll([...calls, mem]);
   }
   {
     const [r, w] = createPipe();
-    const [backW] = exchange(42, u32s(0, 0), [w.fd], noFdOk) as [OwnedFd];
+    const [backW] = exchange("SET_DEVICE_STATE_FD", u32s(0, 0), [w.fd], noFdOk) as [OwnedFd];
     w.close();
     writeAll(backW, STATE);
     backW.close();
     drain(r);
-    exchange(43, undefined, [], u64(0n));
+    exchange("CHECK_DEVICE_STATE", undefined, [], u64(0n));
   }
 }
