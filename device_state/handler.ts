@@ -17,6 +17,7 @@ import { closeAll, type OwnedFd } from "../ffi/fd.ts";
 import type { Timer } from "../ffi/reactor.ts";
 import { createPipe } from "../ffi/pipe.ts";
 import { createMessage, encodeMessage, type Message } from "../protocol/codec.ts";
+import { hex } from "../protocol/layouts.ts";
 import type {
   DeviceStateFactory,
   DeviceStateHooks,
@@ -122,8 +123,6 @@ interface Transfer {
   /** Emulation: the CHECK request waiting for the transfer to end. */
   heldEmulatedCheck?: Message;
 }
-
-const hex = (v: bigint) => `0x${v.toString(16)}`;
 
 class DeviceStateHandler implements DeviceStateHooks {
   readonly #s: StateSession;

@@ -14,17 +14,20 @@ import { addressOf, C, errno, getSize, libc, setPointer } from "./libc.ts";
 import { Errno, SystemError } from "./errors.ts";
 import { OwnedFd, ownedOrThrow, retryEintr } from "./fd.ts";
 
-/** Most fds a vhost-user message may carry. */
-export const MAX_FDS = 8;
+/**
+ * Fds the receive buffer has room for in one message; more arrive truncated (MSG_CTRUNC, the
+ * extra ones closed by the kernel). Sized by the caller's protocol: vhost-user allows 8.
+ */
+export const RIGHTS_CAPACITY = 8;
 
 const CMSG_HDR = 16;
 const cmsgAlign = (n: number) => (n + 7) & ~7;
 const cmsgSpace = (n: number) => CMSG_HDR + cmsgAlign(n);
-const RECV_CONTROL = cmsgSpace(4 * MAX_FDS); // 48 bytes: room for exactly 8 fds
+const RECV_CONTROL = cmsgSpace(4 * RIGHTS_CAPACITY); // 48 bytes: room for exactly 8 fds
 
 /** One reusable msghdr + iovec + control block, all inside one ArrayBuffer that never moves. */
 class MsgScratch {
-  readonly bytes = new Uint8Array(new ArrayBuffer(64 + 16 + 16 + cmsgSpace(4 * MAX_FDS)));
+  readonly bytes = new Uint8Array(new ArrayBuffer(64 + 16 + 16 + cmsgSpace(4 * RIGHTS_CAPACITY)));
   readonly view = new DataView(this.bytes.buffer);
   readonly base = addressOf(this.bytes);
   static readonly IOV = 64;
@@ -116,8 +119,10 @@ export function sendWithFds(
   length: number,
   fds: readonly number[] = [],
 ): number {
-  if (fds.length > MAX_FDS) {
-    throw new RangeError(`Cannot send ${fds.length} fds in one message: at most ${MAX_FDS}`);
+  if (fds.length > RIGHTS_CAPACITY) {
+    throw new RangeError(
+      `Cannot send ${fds.length} fds in one message: at most ${RIGHTS_CAPACITY}`,
+    );
   }
   const s = sendScratch;
   const space = fds.length > 0 ? cmsgSpace(4 * fds.length) : 0;

@@ -11,6 +11,7 @@
  * @module
  */
 
+import { hex } from "../protocol/layouts.ts";
 import { type Channel, findRequestByName } from "../protocol/catalogue.ts";
 import type { MessageRecord, ProblemRecord, SessionEndRecord } from "./record.ts";
 import {
@@ -89,10 +90,6 @@ export interface LintRule {
 /** `NAME(index=1 num=0)`-style label of a request for findings. */
 function label(r: MessageRecord): string {
   return r.summary ? `${r.name}(${r.summary})` : r.name;
-}
-
-function hex(v: bigint): string {
-  return `0x${v.toString(16)}`;
 }
 
 /** Names in `a` that `b` lacks. */

@@ -14,7 +14,8 @@
  */
 
 import { closeAll, type OwnedFd } from "../ffi/fd.ts";
-import { MAX_FDS, recvWithFds, sendWithFds } from "../ffi/socket.ts";
+import { recvWithFds, sendWithFds } from "../ffi/socket.ts";
+import { MAX_FDS } from "../protocol/codec.ts";
 import { BufferPool } from "../ffi/buffer_pool.ts";
 
 /** Size of the vhost-user header; its u32 at offset 8 is the payload length. */

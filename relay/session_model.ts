@@ -12,6 +12,7 @@
 
 import { closeAll, type OwnedFd } from "../ffi/fd.ts";
 import type { Message } from "../protocol/codec.ts";
+import { hex } from "../protocol/layouts.ts";
 import {
   describeProtocolFeatures,
   describeVirtioFeatures,
@@ -58,7 +59,6 @@ const u32 = (b: Uint8Array, at: number) =>
   new DataView(b.buffer, b.byteOffset + at, 4).getUint32(0, true);
 const u64 = (b: Uint8Array) => new DataView(b.buffer, b.byteOffset, 8).getBigUint64(0, true);
 const HEADER = 12;
-const hex = (v: bigint) => `0x${v.toString(16)}`;
 /** VHOST_F_LOG_ALL: QEMU acks it while it logs dirty pages (a migration), and drops it after. */
 const LOG_ALL = 1n << 26n;
 const LOGGING = "dirty-page logging (a migration is under way)";
