@@ -29,7 +29,7 @@ import {
   hashesInline,
   isFingerprintAlgorithm,
 } from "./device_state/fingerprint.ts";
-import { runBackendWrapper } from "./cli/backend_wrapper.ts";
+import { BackendArgsError, runBackendWrapper } from "./cli/backend_wrapper.ts";
 import {
   diffLogs,
   followLog,
@@ -684,7 +684,8 @@ async function backendCommand(args: string[]): Promise<number> {
       ...(values["restart-on-exit"] ? { restartOnExit: true } : {}),
     });
   } catch (e) {
-    if (e instanceof TypeError) throw new UsageError(e.message, "backend");
+    // Only the back-end's command line is a usage error; any other failure is reported as such.
+    if (e instanceof BackendArgsError) throw new UsageError(e.message, "backend");
     throw e;
   } finally {
     close();

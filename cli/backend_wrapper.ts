@@ -28,6 +28,11 @@ export interface SplitArgs {
   rest: string[];
 }
 
+/** The back-end's command line is wrong (a usage error, named for the CLI to report as one). */
+export class BackendArgsError extends Error {
+  override name = "BackendArgsError";
+}
+
 /** Separates the socket options (the proxy's) from the back-end's own arguments. */
 export function splitBackendArgs(args: readonly string[]): SplitArgs {
   const out: SplitArgs = {
@@ -43,7 +48,7 @@ export function splitBackendArgs(args: readonly string[]): SplitArgs {
     const value = () => {
       if (inline !== undefined) return inline;
       const v = args[++i];
-      if (v === undefined) throw new TypeError(`${flag} needs a value`);
+      if (v === undefined) throw new BackendArgsError(`${flag} needs a value`);
       return v;
     };
     switch (flag) {
@@ -55,7 +60,7 @@ export function splitBackendArgs(args: readonly string[]): SplitArgs {
         const v = value();
         const fd = Number(v);
         if (!Number.isInteger(fd) || fd < 0) {
-          throw new TypeError(`--fd must be an fd number, not "${v}"`);
+          throw new BackendArgsError(`--fd must be an fd number, not "${v}"`);
         }
         out.listen = { fd };
         break;
