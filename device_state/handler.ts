@@ -26,14 +26,11 @@ import type {
   StateSession,
   Verdict,
 } from "./hooks.ts";
-import { decodeEmulatedState, type EmulatedMeta, encodeEmulatedState } from "./emulated_state.ts";
-import { BlobReader, BlobWriter } from "./blob_io.ts";
+import type { EmulatedMeta } from "./emulated_state.ts";
+import type { BlobReader, BlobWriter } from "./blob_io.ts";
+import { emulateLoad, emulateSave, type EmulationResult } from "./emulation.ts";
 import type { DeviceStateConfig } from "./config.ts";
-import {
-  describeProtocolFeatures,
-  describeVirtioFeatures,
-  protocolFeatureMask,
-} from "../protocol/features.ts";
+import { protocolFeatureMask } from "../protocol/features.ts";
 import { type Faults, parseFaults } from "./faults.ts";
 import type {
   DeviceStateRecord,
@@ -52,12 +49,17 @@ import { translateProtocolFeatures } from "../protocol/dialect.ts";
 export { summarizeBlob, validateBlob };
 
 const FORWARD: Verdict = { action: "forward" };
+
+/** How a transfer ended, whoever moved the bytes: the proxy's copy, or its emulation. */
+type TransferResult = Pick<CopyResult, "ok" | "bytes" | "bytesIn" | "durationMs"> & {
+  digest?: PendingDigest;
+  blob?: Uint8Array;
+  error?: string;
+};
 /** Bit 8 of the SET_DEVICE_STATE_FD reply: no fd follows. */
 const NO_FD = 0x100n;
 /** Blobs up to this size are kept for the decoded summary in the log. */
 const KEEP_FOR_SUMMARY = 16 << 20;
-/** Most an emulated LOAD may bring. */
-const EMULATED_LIMIT = 64 << 20;
 /**
  * How long a transfer-end record waits after the copy: longer than the rest of a switch-over
  * (CHECK, then the destination's ring start: ~5 ms measured under TCG), short for a reader.
@@ -71,8 +73,6 @@ const RECORD_DELAY_MS = 100;
 const TRAILING_FROM_BYTES = 8 << 20;
 /** At session end, how long a record waits for a trailing digest before it is written without. */
 const DIGEST_WAIT_MS = 5_000;
-/** Virtio bit 30, always offered by a back-end with protocol features. */
-const PROTOCOL_FEATURES_BIT = 1n << 30n;
 
 /** What the handlers of one engine share. */
 export interface DeviceStateShared {
@@ -440,7 +440,7 @@ class DeviceStateHandler implements DeviceStateHooks {
     return this.#config.hashAlgorithm ?? DEFAULT_FINGERPRINT;
   }
 
-  #copyDone(t: Transfer, result: CopyResult, dump: string | undefined): void {
+  #copyDone(t: Transfer, result: TransferResult, dump: string | undefined): void {
     t.outcome = { ok: result.ok, error: result.error };
     const record: TransferEndRecord = {
       type: "device-state",
@@ -661,24 +661,22 @@ class DeviceStateHandler implements DeviceStateHooks {
   #startEmulated(t: Transfer): void {
     const fd = t.qemuFd!;
     t.qemuFd = undefined;
-    const started = performance.now();
     this.#transferStarted(t, "emulated", "memory");
-    const done = (ok: boolean, blob: Uint8Array, bytes: number, error?: string) => {
-      const result: CopyResult = {
-        ok,
-        mode: "copy",
-        bytes,
-        bytesIn: bytes,
-        durationMs: performance.now() - started,
+    const done = (r: EmulationResult) => {
+      const result: TransferResult = {
+        ok: r.ok,
+        bytes: r.bytes,
+        bytesIn: r.bytes,
+        durationMs: r.durationMs,
         // `--state-hash off` still fingerprints an emulated state with SHA-256, as before.
-        digest: digestOf(this.#config.hash === false ? "sha256" : this.#algorithm, blob),
-        blob,
+        digest: digestOf(this.#config.hash === false ? "sha256" : this.#algorithm, r.blob),
+        blob: r.blob,
+        ...(r.error === undefined ? {} : { error: r.error }),
       };
-      if (error) result.error = error;
       let dump: string | undefined;
       try {
         dump = this.#dumpPath(t);
-        if (dump) Deno.writeFileSync(dump, blob);
+        if (dump) Deno.writeFileSync(dump, r.blob);
       } catch (e) {
         const cause = `writing the dump failed: ${describeError(e)}`;
         this.#s.emit({
@@ -693,37 +691,22 @@ class DeviceStateHandler implements DeviceStateHooks {
       }
       this.#guarded(t, "ending the emulated transfer", () => this.#copyDone(t, result, dump));
     };
-    if (t.direction === "SAVE") {
-      let blob: Uint8Array;
-      try {
-        blob = encodeEmulatedState(this.#meta(), this.#runSaveCommand());
-      } catch (e) {
-        fd.close();
-        done(false, new Uint8Array(0), 0, e instanceof Error ? e.message : String(e));
-        return;
-      }
-      if (this.#faults.corrupt) blob[Math.min(1, blob.length - 1)] ^= 0xff;
-      if (this.#faults.truncateAt !== undefined) blob = blob.subarray(0, this.#faults.truncateAt);
-      t.io = new BlobWriter(this.#s.reactor, fd, blob, (o) => {
-        if (o.ok) {
-          done(
-            this.#faults.truncateAt === undefined,
-            blob,
-            blob.length,
-            this.#faults.truncateAt === undefined ? undefined : "cut short (fault state-truncate)",
-          );
-        } else done(false, blob, o.bytes, o.error);
-      });
-      return;
-    }
-    t.io = new BlobReader(this.#s.reactor, fd, EMULATED_LIMIT, (o) => {
-      if (!o.ok) {
-        done(false, new Uint8Array(0), o.bytes, o.error);
-        return;
-      }
-      const problem = this.#verifyLoad(o.blob);
-      done(problem === undefined, o.blob, o.blob.length, problem);
-    });
+    t.io = t.direction === "SAVE"
+      ? emulateSave(this.#s.reactor, fd, this.#meta(), {
+        saveCmd: this.#config.saveCmd,
+        faults: this.#faults,
+      }, done)
+      : emulateLoad(
+        this.#s.reactor,
+        fd,
+        {
+          virtio: this.#offeredVirtio,
+          protocol: this.#offeredProtocol,
+          dialect: this.#s.options.backDialect,
+        },
+        { loadCmd: this.#config.loadCmd },
+        done,
+      );
   }
 
   #meta(): EmulatedMeta {
@@ -745,50 +728,6 @@ class DeviceStateHandler implements DeviceStateHooks {
     if (this.#queueNum !== undefined) meta.queueNum = this.#queueNum;
     if (this.#configHex !== undefined) meta.config = this.#configHex;
     return meta;
-  }
-
-  /** Checks an emulated LOAD: integrity, then that this back-end offers what the source used. */
-  #verifyLoad(blob: Uint8Array): string | undefined {
-    const decoded = decodeEmulatedState(blob);
-    if (!decoded.ok) return `the proxy state cannot be loaded: ${decoded.error}`;
-    const meta = decoded.state.meta;
-    const ds = protocolFeatureMask("DEVICE_STATE");
-    const offeredProtocol = this.#s.options.backDialect === "upstream"
-      ? this.#offeredProtocol
-      : translateProtocolFeatures(this.#offeredProtocol, this.#s.options.backDialect, "upstream")
-        .bits;
-    const missingVirtio = BigInt(meta.virtioFeatures) &
-      ~(this.#offeredVirtio | PROTOCOL_FEATURES_BIT);
-    const missingProtocol = BigInt(meta.protocolFeatures) & ~(offeredProtocol | ds);
-    const problems: string[] = [];
-    if (missingVirtio !== 0n) {
-      problems.push(`virtio features ${describeVirtioFeatures(missingVirtio).join(", ")}`);
-    }
-    if (missingProtocol !== 0n) {
-      problems.push(`protocol features ${describeProtocolFeatures(missingProtocol).join(", ")}`);
-    }
-    if (problems.length > 0) {
-      return `the destination back-end does not offer what the source negotiated: ${
-        problems.join("; ")
-      }`;
-    }
-    if (this.#config.loadCmd) {
-      const r = runWithInput(this.#config.loadCmd, decoded.state.user);
-      if (!r.ok) return `--state-load-cmd failed: ${r.error}`;
-    }
-    return undefined;
-  }
-
-  #runSaveCommand(): Uint8Array {
-    if (!this.#config.saveCmd) return new Uint8Array(0);
-    // Synchronous on purpose: the VM is stopped during SAVE and the command is the user's state.
-    const out = new Deno.Command("/bin/sh", { args: ["-c", this.#config.saveCmd], stderr: "piped" })
-      .outputSync();
-    if (!out.success) {
-      const err = new TextDecoder().decode(out.stderr).trim();
-      throw new Error(`--state-save-cmd exited with ${out.code}${err ? `: ${err}` : ""}`);
-    }
-    return out.stdout;
   }
 
   // ---- helpers ------------------------------------------------------------------------------
@@ -874,22 +813,4 @@ function digestOf(algorithm: FingerprintAlgorithm, bytes: Uint8Array): PendingDi
   const hash = new InlineHash(algorithm);
   hash.update(bytes);
   return hash.end();
-}
-
-function runWithInput(cmd: string, input: Uint8Array): { ok: true } | { ok: false; error: string } {
-  const file = Deno.makeTempFileSync({ prefix: "vup-state-" });
-  try {
-    Deno.writeFileSync(file, input);
-    const out = new Deno.Command("/bin/sh", {
-      args: ["-c", `exec <"$VUP_STATE_FILE"; ${cmd}`],
-      env: { VUP_STATE_FILE: file },
-      stderr: "piped",
-      stdout: "null",
-    }).outputSync();
-    if (out.success) return { ok: true };
-    const err = new TextDecoder().decode(out.stderr).trim();
-    return { ok: false, error: `exit ${out.code}${err ? `: ${err}` : ""}` };
-  } finally {
-    Deno.removeSync(file);
-  }
 }
