@@ -112,6 +112,15 @@ export function restartBackend(session: Session, options: RestartOptions): Resta
     result.failedStep = "check";
     result.error = blocker;
     result.rolledBack = "nothing was changed";
+    // Listed like any other attempt: an operator's refused restart shows in `ctl status` too.
+    model.restarts.push({
+      ts: timestamp(),
+      ok: false,
+      pauseMs: 0,
+      backend: options.backend,
+      withState: result.withState,
+      failedStep: "check",
+    });
     return finish(session, result, t0);
   }
 

@@ -519,6 +519,11 @@ Deno.test("restart-backend refuses a back-end without F_DEVICE_STATE (the C virt
     assert.deepEqual(done.map((d) => [d.ok, d.failedStep, d.pauseMs]), [[false, "check", 0]]);
     const after = await runProxyCli(["ctl", control, "status"]);
     assert.ok(after.stdout.includes(`back-end ${side.virtiofsd.socketPath}`), after.stdout);
+    assert.match(
+      after.stdout,
+      /restart [^\n]*: failed at check → /,
+      "the refused restart is listed",
+    );
   } finally {
     listener.close();
     await accepting;
