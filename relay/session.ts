@@ -30,7 +30,7 @@ import {
   requestName,
   summarizeMessage,
 } from "../protocol/codec.ts";
-import { translateProtocolFeatures, translateRequestCode } from "../protocol/dialect.ts";
+import { translateMessage } from "../protocol/dialect.ts";
 import { Endpoint, type EndpointOwner } from "./endpoint.ts";
 import type {
   ChannelName,
@@ -41,7 +41,7 @@ import type {
 } from "../log/record.ts";
 import { timestamp } from "../log/record.ts";
 import { MAX_PAYLOAD_SIZE } from "../protocol/violations.ts";
-import { payloadU64, withPayloadU64 } from "../protocol/u64_payload.ts";
+import { payloadU64 } from "../protocol/u64_payload.ts";
 import { SessionModel } from "./session_model.ts";
 import type { DeviceStateHooks, Verdict } from "../device_state/hooks.ts";
 
@@ -504,23 +504,27 @@ export class Session implements EndpointOwner {
     const to = from.target!;
     const dialect = fromFront ? this.options.frontDialect : this.options.backDialect;
 
-    if (name === "SET_PROTOCOL_FEATURES" || (name === "GET_PROTOCOL_FEATURES" && isReply)) {
-      bytes = this.#translateFeatures(bytes, fromFront, name === "SET_PROTOCOL_FEATURES");
-    }
-
-    if (this.options.frontDialect !== this.options.backDialect && message.spec !== undefined) {
-      const target = fromFront ? this.options.backDialect : this.options.frontDialect;
-      const t = translateRequestCode(from.kind, header.request, dialect, target);
+    // One translation, the codec's (request code, protocol feature bits), between dialects.
+    const target = fromFront ? this.options.backDialect : this.options.frontDialect;
+    if (dialect !== target && message.spec !== undefined) {
+      const t = translateMessage(bytes, dialect, target, from.kind);
       if (!t.ok) {
         closeAll(fds);
         this.#violation(from, name, "request", t.error);
         return;
       }
-      if (t.code !== header.request) {
-        bytes = bytes.slice();
-        new DataView(bytes.buffer, bytes.byteOffset).setUint32(0, t.code, true);
-        record.forwardedCode = t.code;
+      const code = readHeader(t.value).request;
+      if (code !== header.request) record.forwardedCode = code;
+      if (t.dropped.length > 0) {
+        record.warnings.push(
+          `protocol features without a ${target} number dropped: ${t.dropped.join(", ")}`,
+        );
       }
+      bytes = t.value;
+    }
+    // What the back-end was told it may use, in its own numbering.
+    if (name === "SET_PROTOCOL_FEATURES" && fromFront && bytes.length >= HEADER_SIZE + 8) {
+      this.backView.protocol = payloadU64(bytes.subarray(HEADER_SIZE));
     }
 
     if (name === "SET_BACKEND_REQ_FD" && !isReply && fds.length === 1) {
@@ -750,22 +754,6 @@ export class Session implements EndpointOwner {
     }
     this.frontBackendChannel = this.backBackendChannel = undefined;
     this.#pending.backend = [];
-  }
-
-  /** Rewrites protocol feature bits from the sender's dialect into the receiver's. */
-  #translateFeatures(bytes: Uint8Array, fromFront: boolean, isSet: boolean): Uint8Array {
-    if (bytes.length < 20) return bytes;
-    const from = fromFront ? this.options.frontDialect : this.options.backDialect;
-    const to = fromFront ? this.options.backDialect : this.options.frontDialect;
-    const value = payloadU64(bytes.subarray(HEADER_SIZE));
-    let out = bytes;
-    let translated = value;
-    if (from !== to) {
-      translated = translateProtocolFeatures(value, from, to).bits;
-      out = withPayloadU64(bytes, translated);
-    }
-    if (isSet && fromFront) this.backView.protocol = translated;
-    return out;
   }
 
   #record(from: Endpoint, r: PendingRecord): void {

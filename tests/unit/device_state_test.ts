@@ -501,3 +501,19 @@ Deno.test("a held CHECK_DEVICE_STATE is flagged after --stuck-after, naming what
     assert.equal(readU64(r.front.expect().payload), 0n);
   });
 });
+
+Deno.test("rfc2023 back-end: a protocol feature with no rfc2023 number is dropped on the way, and the record names it", async () => {
+  await withRig({ backDialect: "rfc2023" }, async (r) => {
+    // Upstream bit 17 is XEN_MMAP; in the 2023 RFC bit 17 is MIGRATORY_STATE and XEN_MMAP has none.
+    r.front.send({ request: 16, flags: REQ, payload: u64((1n << 17n) | 0x8n) });
+    assert.equal(readU64(r.back.expect().payload), 0x8n, "XEN_MMAP is not passed on as bit 17");
+    await r.until((rs) =>
+      rs.some((x) => x.type === "message" && x.name === "SET_PROTOCOL_FEATURES")
+    );
+    const rec = r.records.find((x) => x.type === "message" && x.name === "SET_PROTOCOL_FEATURES");
+    assert.match(
+      JSON.stringify((rec as { warnings?: string[] }).warnings ?? []),
+      /without a rfc2023 number dropped: XEN_MMAP/,
+    );
+  });
+});
