@@ -5,7 +5,7 @@
  * Three ways to move the bytes, chosen by what the transfer needs:
  * - `splice`: when both ends are pipes and nothing rewrites the bytes, the data is moved by
  *   splice(2) and a tee(2) copy feeds the hash, so the payload itself never enters user space
- *   (ffi-notes §3.3: 2–3× the throughput of read/write at a fraction of the CPU);
+ *   (docs/ffi-notes.md §3.3: 2–3× the throughput of read/write at a fraction of the CPU);
  * - `copy`: read/write through a 1 MiB buffer, for sockets or when a fault rewrites bytes;
  * - `buffer`: read everything first, validate, then deliver (`--state-buffer`).
  *

@@ -335,7 +335,7 @@ class DeviceStateHandler implements DeviceStateHooks {
     const v = new DataView(frame.payload.buffer, frame.payload.byteOffset, 8);
     const direction: StateDirection = v.getUint32(0, true) === 0 ? "SAVE" : "LOAD";
     const phase = v.getUint32(4, true);
-    // Phases other than 0 (STOPPED) "might be added" (spec §1.10): the codec warns, and the
+    // Phases other than 0 (STOPPED) "might be added" (docs/protocol.md §1.10): the codec warns, and the
     // proxy relays the request and its reply untouched, taking no part in the transfer.
     if (phase !== 0) return { action: "forward", note: `phase ${phase} relayed untouched` };
     if (this.#transfer && !this.#transfer.outcome) {

@@ -4,7 +4,7 @@
  * sockets at a time (QEMU connects once per device); this is the scaling path, kept tested.
  *
  * `struct epoll_event` is packed on x86_64: 12 bytes, events u32 at 0, data u64 at 4
- * (ffi-notes §1.2).
+ * (docs/ffi-notes.md §1.2).
  *
  * @module
  */

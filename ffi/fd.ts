@@ -1,7 +1,7 @@
 /**
  * Owned file descriptors: every fd the proxy touches has exactly one owner, and ownership moves
  * explicitly. A relayed fd is owned by the message carrying it until the send succeeds; then
- * the kernel holds its own reference and the proxy's copy is closed (ffi-notes pitfall 8).
+ * the kernel holds its own reference and the proxy's copy is closed (docs/ffi-notes.md, pitfall 8).
  *
  * @module
  */

@@ -2,7 +2,7 @@
  * libc through Deno FFI: the symbols the proxy needs and nothing else.
  *
  * Every symbol is synchronous. errno is only meaningful right after a synchronous call on the
- * same thread (ffi-notes §1.4): a `nonblocking: true` call runs on a pool thread and its errno is
+ * same thread (docs/ffi-notes.md §1.4): a `nonblocking: true` call runs on a pool thread and its errno is
  * lost, so the proxy never uses one. `ssize_t` results are declared `i32`: on x86_64 that reads
  * the low half of rax, exact for -1 and any transfer below 2 GiB, and avoids a BigInt per call.
  *
@@ -90,7 +90,7 @@ export function addressOf(view: Uint8Array): number {
 
 /**
  * A count for a 64-bit parameter (`usize`, `u64`). Deno's FFI accepts a plain number there
- * (ffi-notes §1.1); the type declarations say bigint, and converting would allocate a BigInt
+ * (docs/ffi-notes.md §1.1); the type declarations say bigint, and converting would allocate a BigInt
  * on every call of the hot path.
  */
 export function size64(n: number): bigint {

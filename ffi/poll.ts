@@ -1,7 +1,7 @@
 /**
  * poll(2) and eventfd: the readiness primitives of the relay loop.
  *
- * The proxy's I/O runs in a Worker that blocks in a synchronous poll() (ffi-notes §2, strategy
+ * The proxy's I/O runs in a Worker that blocks in a synchronous poll() (docs/ffi-notes.md §2, strategy
  * (c): lowest latency, exact errno, main event loop untouched). An eventfd in the set lets the
  * main thread wake it, because a Worker blocked in FFI cannot be terminated.
  *

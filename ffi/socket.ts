@@ -4,7 +4,7 @@
  * All sockets are CLOEXEC and nonblocking; `sendmsg`/`recvmsg` run with MSG_DONTWAIT, sends with
  * MSG_NOSIGNAL (a vanished peer must not raise SIGPIPE), receives with MSG_CMSG_CLOEXEC (a child
  * process must never inherit guest-memory fds in flight). The receive control buffer holds exactly
- * 8 fds, so a 9th makes the kernel report MSG_CTRUNC (ffi-notes §1.2).
+ * 8 fds, so a 9th makes the kernel report MSG_CTRUNC (docs/ffi-notes.md §1.2).
  *
  * @module
  */
@@ -82,7 +82,7 @@ export function recvWithFds(
   const flags = v.getInt32(48, true);
   let fds = NO_FDS;
   if (controlLen >= CMSG_HDR) fds = parseRights(v, controlLen);
-  // Test the bit: the kernel echoes MSG_CMSG_CLOEXEC in msg_flags too (ffi-notes §1.2).
+  // Test the bit: the kernel echoes MSG_CMSG_CLOEXEC in msg_flags too (docs/ffi-notes.md §1.2).
   const truncated = (flags & C.MSG_CTRUNC) !== 0;
   if (n === 0 && fds.length === 0 && !truncated) return EOF;
   return { kind: "data", bytes: n, fds, truncated };

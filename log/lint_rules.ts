@@ -5,7 +5,7 @@
  * the engine (`lint.ts`) runs the checks, the README's rule table is generated from it.
  *
  * Quotes are from QEMU's `docs/interop/vhost-user.rst` (master, 2026), except where the section
- * names the newest text (`shared/spec/protocol.md` §1.10, not yet in a QEMU release) or the
+ * names the newest text (docs/protocol.md §1.10, not yet in a QEMU release) or the
  * VIRTIO specification.
  *
  * @module
@@ -435,7 +435,7 @@ export const LINT_RULES: readonly LintRule[] = [
     peer: "both",
     severity: "error",
     spec: {
-      section: "Protocol features, newest text (protocol.md §1.10)",
+      section: "Protocol features, newest text (docs/protocol.md §1.10)",
       quote: "F_GET_VRING_BASE_SKIP_DRAIN, only together with bits 20 and 12",
     },
     checks:
@@ -464,7 +464,7 @@ export const LINT_RULES: readonly LintRule[] = [
     peer: "front-end",
     severity: "error",
     spec: {
-      section: "Postcopy, newest text (protocol.md §1.10)",
+      section: "Postcopy, newest text (docs/protocol.md §1.10)",
       quote: "postcopy requests MUST NOT be sent once CONFIGURE_MEM_SLOTS is negotiated",
     },
     checks: "no POSTCOPY_ADVISE, _LISTEN or _END once CONFIGURE_MEM_SLOTS is negotiated",

@@ -2,7 +2,7 @@
  * The vhost-user request catalogue: one row per request, from which decoding,
  * encoding, validation, logging and the dialect mapping are all derived.
  *
- * Rows follow spec §1.5 (front-end requests on the main channel) and §1.6
+ * Rows follow docs/protocol.md §1.5 (front-end requests on the main channel) and docs/protocol.md §1.6
  * (back-end requests on the back-end channel). Adding a message is one row.
  *
  * @module
@@ -67,7 +67,7 @@ export interface FeatureGate {
   readonly virtio?: VirtioFeatureName;
 }
 
-/** Postcopy special cases of SET_MEM_TABLE and ADD/REM_MEM_REG (spec §1.5 #5, #37). */
+/** Postcopy special cases of SET_MEM_TABLE and ADD/REM_MEM_REG (docs/protocol.md §1.5 #5, #37). */
 export interface PostcopyRule {
   /** A front-end request of exactly 8 bytes is QEMU's u64 acknowledgement, not this layout. */
   readonly ack: boolean;
@@ -157,7 +157,7 @@ const MEM_REGION: LayoutRef = { byXen: { plain: "mem_region", xen: "mem_region_x
 
 /** The catalogue: every front-end request (main channel) and back-end request (back-end channel). */
 export const REQUESTS: readonly RequestSpec[] = [
-  // --- main channel, front-end → back-end (spec §1.5) ---
+  // --- main channel, front-end → back-end (docs/protocol.md §1.5) ---
   row(
     0,
     "NONE",
@@ -563,7 +563,7 @@ export const REQUESTS: readonly RequestSpec[] = [
     },
   ),
 
-  // --- back-end channel, back-end → front-end (spec §1.6) ---
+  // --- back-end channel, back-end → front-end (docs/protocol.md §1.6) ---
   row(1, "BACKEND_IOTLB_MSG", "backend", "iotlb", "ack", "IOTLB miss or access failure", {
     gate: { virtio: "VIRTIO_F_ACCESS_PLATFORM" },
   }),

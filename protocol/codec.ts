@@ -289,12 +289,12 @@ export function replyFdsAllowed(request: Message, replyPayload?: Payload): FdRan
 }
 
 /**
- * Whether the peer will reply to this request (spec §1.5 reply column):
+ * Whether the peer will reply to this request (docs/protocol.md §1.5 reply column):
  * `always` rows; SET_LOG_BASE with F_LOG_SHMFD; postcopy SET_MEM_TABLE /
  * ADD_MEM_REG after POSTCOPY_LISTEN; `asked` rows (POSTCOPY_END) whenever NEED_REPLY is
  * set; otherwise only NEED_REPLY requests, and on
  * the main channel only with F_REPLY_ACK negotiated. On the back-end channel
- * QEMU answers every NEED_REPLY request, REPLY_ACK or not (Q-vu `backend_read`).
+ * QEMU answers every NEED_REPLY request, REPLY_ACK or not (QEMU hw/virtio/vhost-user.c, `backend_read`).
  * Postcopy acknowledgements and replies never get replies.
  */
 export function replyExpected(message: Message, negotiated: Negotiated): boolean {
@@ -433,7 +433,7 @@ function decode(
     },
   });
 
-  // --- unknown codes are relayed verbatim (spec §7 #12) ---
+  // --- unknown codes are relayed verbatim (docs/protocol.md §7 #12) ---
   if (spec === undefined) {
     warnings.push(
       `unknown request code ${code} on the ${ctx.channel} channel: relayed as raw bytes`,
@@ -554,7 +554,7 @@ function decode(
   return done(payload);
 }
 
-/** Whether the payload's address fields are guest-physical (F_GPA_ADDRESSES, spec §1.10). */
+/** Whether the payload's address fields are guest-physical (F_GPA_ADDRESSES, docs/protocol.md §1.10). */
 function gpaAddresses(payload: Payload, ctx: DecodeContext): boolean {
   if (!GPA_ADDRESS_LAYOUTS.has(payload.layout)) return false;
   // BACKEND_IOTLB_MSG keeps its IOVA/user-address meaning.

@@ -1,6 +1,6 @@
 /**
  * Upstream ⇄ RFC 2023 dialect mapping, derived from the catalogue rows'
- * `dialects` codes and the protocol feature rows' `dialects` bits (spec §2.6).
+ * `dialects` codes and the protocol feature rows' `dialects` bits (docs/protocol.md §2.6).
  *
  * The two numberings clash on the wire: RFC 41 = upstream GET_SHARED_OBJECT
  * code, RFC 42 = upstream SET_DEVICE_STATE_FD code, RFC bit 17 = upstream

@@ -2,10 +2,10 @@
  * Feature bits of the vhost-user protocol, by name.
  *
  * Two 64-bit masks matter to a vhost-user relay: the virtio feature mask of
- * GET/SET_FEATURES (spec §1.3.1) and the protocol feature mask of
- * GET/SET_PROTOCOL_FEATURES (spec §1.3.2). Protocol feature numbering differs
+ * GET/SET_FEATURES (docs/protocol.md §1.3.1) and the protocol feature mask of
+ * GET/SET_PROTOCOL_FEATURES (docs/protocol.md §1.3.2). Protocol feature numbering differs
  * between the merged upstream protocol and the April 2023 RFC for device-state
- * migration (spec §2.6); each row below states its bit in every dialect, so the
+ * migration (docs/protocol.md §2.6); each row below states its bit in every dialect, so the
  * dialect mapping is derived from this one table.
  *
  * @module
@@ -14,7 +14,7 @@
 /**
  * Request and feature numbering: `upstream` is the merged protocol (QEMU ≥ 8.2);
  * `rfc2023` is the April 2023 device-state RFC (F_MIGRATORY_STATE = 17,
- * SET_DEVICE_STATE_FD = 41, CHECK_DEVICE_STATE = 42), spec §2.6.
+ * SET_DEVICE_STATE_FD = 41, CHECK_DEVICE_STATE = 42), docs/protocol.md §2.6.
  */
 export type Dialect = "upstream" | "rfc2023";
 
@@ -39,7 +39,7 @@ export interface ProtocolFeatureRow {
 }
 
 /**
- * Every protocol feature bit the newest spec text defines (0..23, spec §1.3.2 and §1.10), in
+ * Every protocol feature bit the newest spec text defines (0..23, docs/protocol.md §1.3.2 and docs/protocol.md §1.10), in
  * bit order. Bits beyond the table read `bit N` and are relayed like any other.
  */
 export const PROTOCOL_FEATURES = [
@@ -94,7 +94,7 @@ export const PROTOCOL_FEATURES = [
     summary: "Address fields carry guest-physical addresses (region uaddr = GPA, ring GPAs)",
   },
   {
-    // Bit 21 in the earlier series and rust-vmm/vhost 0.16; 22 in the newest text (§1.10).
+    // Bit 21 in the earlier series and rust-vmm/vhost 0.16; 22 in the newest text (docs/protocol.md §1.10).
     bit: 22,
     name: "SHMEM",
     summary: "Shared memory regions (GET_SHMEM_CONFIG, BACKEND_SHMEM_MAP/UNMAP)",
@@ -121,7 +121,7 @@ export interface VirtioFeatureRow {
 }
 
 /**
- * Transport-level virtio feature bits (§1.3.1). Bits 0..23 are device-specific
+ * Transport-level virtio feature bits (docs/protocol.md §1.3.1). Bits 0..23 are device-specific
  * and described as `bit N`.
  */
 export const VIRTIO_FEATURES = [

@@ -2,7 +2,7 @@
  * Payload layouts of the vhost-user protocol: typed wire structs whose decode,
  * encode, JSON view and one-line summary are driven by field tables.
  *
- * Every struct of spec §1.4 is here. A struct layout is an interface (the typed
+ * Every struct of docs/protocol.md §1.4 is here. A struct layout is an interface (the typed
  * value) plus a field table keyed by the interface's own property names, so
  * the compiler rejects a table that forgets a field or gives a bigint field a
  * 32-bit wire type. Offsets are written out as in the spec tables and checked
@@ -288,7 +288,7 @@ export function hexBytes(bytes: Uint8Array): string {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-/** UUID text of 16 bytes (first three components are big-endian on the wire, spec §1.4.1). */
+/** UUID text of 16 bytes (first three components are big-endian on the wire, docs/protocol.md §1.4.1). */
 export function uuidText(bytes: Uint8Array): string {
   const h = hexBytes(bytes);
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
@@ -541,7 +541,7 @@ export interface VringState {
   readonly num: number;
 }
 
-/** SET/GET_VRING_BASE `num` for packed rings (spec §1.4.3), with the ring index. */
+/** SET/GET_VRING_BASE `num` for packed rings (docs/protocol.md §1.4.3), with the ring index. */
 export interface VringBasePacked {
   /** Ring index. */
   readonly index: number;
@@ -727,7 +727,7 @@ export interface CryptoSession {
 
 /**
  * `VhostUserShMemConfig` (2056): `nregions` then 256 u64 sizes. The array index is the region
- * id and `nregions` counts the non-zero sizes (spec §1.10): regions may sit at any ids.
+ * id and `nregions` counts the non-zero sizes (docs/protocol.md §1.10): regions may sit at any ids.
  */
 export interface ShmemConfig {
   /** Number of shared-memory regions the device has. */
@@ -950,7 +950,7 @@ const INFLIGHT_FIELDS: FieldTable<Inflight> = {
 
 const DEVICE_STATE_PARAMS_FIELDS: FieldTable<DeviceStateParams> = {
   direction: { kind: "u32", at: 0, names: DIRECTION_NAMES, strict: true },
-  // Only 0 (STOPPED) is defined "currently"; "additional phases might be added" (§1.10).
+  // Only 0 (STOPPED) is defined "currently"; "additional phases might be added" (docs/protocol.md §1.10).
   phase: { kind: "u32", at: 4, names: PHASE_NAMES, later: true },
 };
 
@@ -1551,7 +1551,7 @@ export const LAYOUTS: { readonly [L in LayoutName]: Layout<LayoutValues[L]> } = 
 };
 
 /**
- * Layouts whose address fields change meaning with F_GPA_ADDRESSES (spec §1.10): a region's user
+ * Layouts whose address fields change meaning with F_GPA_ADDRESSES (docs/protocol.md §1.10): a region's user
  * address duplicates its guest-physical address, ring addresses and the IOTLB `uaddr` of the
  * front-end's IOTLB_MSG are guest-physical.
  */

@@ -28,7 +28,7 @@ export type ViolationKind =
   | "internal";
 
 /**
- * The codec's bound: the largest payload in the spec (spec §1.1, §1.10; 2056, derived from the
+ * The codec's bound: the largest payload in the spec (docs/protocol.md §1.1, docs/protocol.md §1.10; 2056, derived from the
  * layout table). rust-vmm accepts up to 4096, QEMU up to its payload union (now 2056).
  */
 export const MAX_PAYLOAD_SIZE: number = LARGEST_PAYLOAD;

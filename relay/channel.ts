@@ -2,7 +2,7 @@
  * Message framing on a nonblocking unix stream socket, in both directions.
  *
  * Reading: exactly the 12-byte header first (a larger read can glue an fd-less message to the
- * next one's fds, ffi-notes §1.5), then the payload, which may arrive in a later segment
+ * next one's fds, docs/ffi-notes.md §1.5), then the payload, which may arrive in a later segment
  * (libvhost-user writes header+fds and payload separately). Both with recvmsg, because a plain
  * read silently drops attached fds. Payload sizes are bounded before anything is allocated.
  *

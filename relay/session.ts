@@ -355,7 +355,7 @@ export class Session implements EndpointOwner {
 
     let latencyUs: number | undefined;
     if (isReply) {
-      // Replies come in request order and echo the request's code (spec §1.1): matched by code,
+      // Replies come in request order and echo the request's code (docs/protocol.md §1.1): matched by code,
       // whether or not the catalogue knows the request has one.
       const queue = this.#pending[from.kind];
       const at = matchReply(queue, header.request);
