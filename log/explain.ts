@@ -206,7 +206,9 @@ function gather(records: readonly LogRecord[], role: MigrationRole, session: num
         } else if (SET_FD.has(r.name) && r.kind === "request") {
           // A session can migrate more than once (a failed attempt, then a retry): the verdict
           // is about the last attempt, with the session's set-up as its context.
-          if (f.setFd) startAttempt(f);
+          // The same direction again is a retry; the other one is a new role (a destination
+          // that migrates onwards becomes a source), which is not an earlier attempt of it.
+          if (f.setFd) startAttempt(f, directionOf(f.setFd) === directionOf(r));
           f.setFd = r;
           event(r.ts, r.name, `${directionOf(r) ?? "?"} requested by the front-end (${r.summary})`);
         } else if (SET_FD.has(r.name) && r.kind === "reply") {
@@ -287,8 +289,8 @@ function gather(records: readonly LogRecord[], role: MigrationRole, session: num
   return f;
 }
 
-/** Forgets the previous attempt's steps, keeping the session's set-up. */
-function startAttempt(f: SideFacts): void {
+/** Forgets the previous attempt's steps, keeping the session's set-up; `retry` counts it. */
+function startAttempt(f: SideFacts, retry: boolean): void {
   f.setFdReply =
     f.start =
     f.end =
@@ -299,7 +301,7 @@ function startAttempt(f: SideFacts): void {
   f.stuck = [];
   f.errors = [];
   f.timeline = f.timeline.filter((e) => CONTEXT_STEPS.has(e.step));
-  f.earlierAttempts++;
+  f.earlierAttempts = retry ? f.earlierAttempts + 1 : 0;
 }
 
 const CONTEXT_STEPS = new Set(["session-start", "GET_PROTOCOL_FEATURES"]);

@@ -278,6 +278,19 @@ Deno.test("explain: the verdict is about a session's last attempt", () => {
   assert.equal(e.earlierAttempts.source, 1);
 });
 
+Deno.test("explain: a destination that migrates onwards: its LOAD is not an earlier attempt of its SAVE", () => {
+  const records = [
+    ...setUp(STATE),
+    ...transfer("LOAD"),
+    ...transfer("SAVE", { check: 1, faults: ["check-fail"], backendResult: 0 }),
+  ];
+  const { got, e, text } = verdict(records);
+  assert.equal(got.failed, true, text);
+  assert.equal(got.side, "source", text);
+  assert.deepEqual(e.earlierAttempts, {}, text);
+  assert.doesNotMatch(text, /attempts/);
+});
+
 Deno.test("explain: a log with no migration says so", () => {
   const { e } = verdict([]);
   assert.equal(e.found, false);
