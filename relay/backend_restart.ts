@@ -26,12 +26,13 @@ import { createPipe, readFd, writeFd } from "../ffi/pipe.ts";
 import { POLLIN, POLLOUT, PollSet, signalEventFd } from "../ffi/poll.ts";
 import { connectUnix, socketPair } from "../ffi/socket.ts";
 import { readU16At } from "../ffi/memory.ts";
+import { payloadU64 } from "../protocol/u64_payload.ts";
 import { SystemError } from "../ffi/errors.ts";
 import { timestamp } from "../log/record.ts";
 import type { RestartRecord, RestartStepRecord } from "../log/record.ts";
 import type { Session } from "./session.ts";
 import { RING_STEPS, type RingModel, type SessionModel } from "./session_model.ts";
-import { LinkError, SyncLink } from "./sync_link.ts";
+import { LinkError, SyncLink, waitReady } from "./sync_link.ts";
 
 /** What `ctl restart-backend` asks for. */
 export interface RestartOptions {
@@ -113,30 +114,12 @@ export function restartBackend(session: Session, options: RestartOptions): Resta
     result.error = blocker;
     result.rolledBack = "nothing was changed";
     // Listed like any other attempt: an operator's refused restart shows in `ctl status` too.
-    model.restarts.push({
-      ts: timestamp(),
-      ok: false,
-      pauseMs: 0,
-      backend: options.backend,
-      withState: result.withState,
-      failedStep: "check",
-    });
+    remember(model, result);
     return finish(session, result, t0);
   }
 
-  let current = "connect";
-  const step = <T>(name: string, fn: () => T): T => {
-    current = name;
-    const s = performance.now();
-    try {
-      const v = fn();
-      record(session, result, name, s, true);
-      return v;
-    } catch (e) {
-      record(session, result, name, s, false, describe(e));
-      throw e;
-    }
-  };
+  const steps = stepper(session, result);
+  const step = steps.run;
 
   let fresh: OwnedFd | undefined;
   let channelOurs: OwnedFd | undefined;
@@ -188,15 +171,9 @@ export function restartBackend(session: Session, options: RestartOptions): Resta
     });
     kickAgainLater(session, started);
     result.ok = true;
-    model.restarts.push({
-      ts: timestamp(),
-      ok: true,
-      pauseMs: result.pauseMs,
-      backend: options.backend,
-      withState: result.withState,
-    });
+    remember(model, result);
   } catch (e) {
-    result.failedStep = current;
+    result.failedStep = steps.current;
     result.error = describe(e);
     if (pauseStart !== undefined) result.pauseMs = round(performance.now() - pauseStart);
     // Rings started on the new back-end may be running: stop them there before the old one
@@ -222,14 +199,7 @@ export function restartBackend(session: Session, options: RestartOptions): Resta
       result.rolledBack += stoppedNew;
       if (pauseStart !== undefined) result.pauseMs = round(performance.now() - pauseStart);
     }
-    model.restarts.push({
-      ts: timestamp(),
-      ok: false,
-      pauseMs: result.pauseMs,
-      backend: options.backend,
-      withState: result.withState,
-      failedStep: current,
-    });
+    remember(model, result);
   }
   return finish(session, result, t0);
 }
@@ -263,21 +233,10 @@ export function reconnectBackend(session: Session, options: RestartOptions): Res
   if (!session.backendLost) session.dropBackend("the back-end process exited");
   const stepTimeoutMs = options.stepTimeoutMs ?? 5000;
   const ack = model.hasProtocol("REPLY_ACK");
-  let current = "connect";
+  const steps = stepper(session, result);
+  const step = steps.run;
   let fresh: OwnedFd | undefined;
   let channelOurs: OwnedFd | undefined;
-  const step = <T>(name: string, fn: () => T): T => {
-    current = name;
-    const s = performance.now();
-    try {
-      const v = fn();
-      record(session, result, name, s, true);
-      return v;
-    } catch (e) {
-      record(session, result, name, s, false, describe(e));
-      throw e;
-    }
-  };
   try {
     const started = model.orderedRings().filter((r) => r.started);
     step("ring bases from guest memory", () => {
@@ -303,13 +262,7 @@ export function reconnectBackend(session: Session, options: RestartOptions): Res
     });
     kickAgainLater(session, started);
     result.ok = true;
-    model.restarts.push({
-      ts: timestamp(),
-      ok: true,
-      pauseMs: 0,
-      backend: options.backend,
-      withState: false,
-    });
+    remember(model, result);
     session.emit({
       type: "warning",
       ts: timestamp(),
@@ -318,14 +271,14 @@ export function reconnectBackend(session: Session, options: RestartOptions): Res
         "the guest's file operations fail (EIO) until it remounts the share",
     });
   } catch (e) {
-    result.failedStep = current;
+    result.failedStep = steps.current;
     result.error = describe(e);
     fresh?.close();
     channelOurs?.close();
     result.rolledBack = "nothing to roll back to (the old back-end is gone): the session ends";
     finish(session, result, t0);
     session.end(
-      `the back-end is gone and a new one could not be connected (${current}: ${result.error})`,
+      `the back-end is gone and a new one could not be connected (${steps.current}: ${result.error})`,
       "back-end",
       "error",
     );
@@ -379,6 +332,41 @@ function finish(session: Session, result: RestartResult, t0: number): RestartRes
   return result;
 }
 
+/**
+ * Runs the named steps of one restart: each is logged with its time (and why it failed), and
+ * `current` names the step that is running, or was when one threw.
+ */
+function stepper(session: Session, result: RestartResult) {
+  const steps = {
+    current: "connect",
+    run<T>(name: string, fn: () => T): T {
+      steps.current = name;
+      const since = performance.now();
+      try {
+        const v = fn();
+        record(session, result, name, since, true);
+        return v;
+      } catch (e) {
+        record(session, result, name, since, false, describe(e));
+        throw e;
+      }
+    },
+  };
+  return steps;
+}
+
+/** Adds the restart `result` describes to the session's list (`ctl status`). */
+function remember(model: SessionModel, result: RestartResult): void {
+  model.restarts.push({
+    ts: timestamp(),
+    ok: result.ok,
+    pauseMs: result.pauseMs,
+    backend: result.backend,
+    withState: result.withState,
+    ...(result.failedStep === undefined ? {} : { failedStep: result.failedStep }),
+  });
+}
+
 function record(
   session: Session,
   result: RestartResult,
@@ -426,7 +414,7 @@ function connectWithin(path: string, timeoutMs: number): OwnedFd {
  * (its other end is returned), SET_FEATURES.
  */
 function negotiate(link: SyncLink, model: SessionModel, ack: boolean): OwnedFd | undefined {
-  const offered = u64(link.ask(link.frame("GET_FEATURES")));
+  const offered = payloadU64(link.ask(link.frame("GET_FEATURES")).payload);
   const missing = model.virtioAcked & ~offered;
   if (missing !== 0n) {
     throw new LinkError(
@@ -436,7 +424,7 @@ function negotiate(link: SyncLink, model: SessionModel, ack: boolean): OwnedFd |
   }
   const protocolFrame = model.setup.get("SET_PROTOCOL_FEATURES");
   if (protocolFrame) {
-    const p = u64(link.ask(link.frame("GET_PROTOCOL_FEATURES")));
+    const p = payloadU64(link.ask(link.frame("GET_PROTOCOL_FEATURES")).payload);
     const lacking = model.protocolAcked & ~p;
     if (lacking !== 0n) {
       throw new LinkError(
@@ -622,72 +610,70 @@ function kickAgainLater(session: Session, rings: RingModel[]): void {
   }
 }
 
-/** SAVE through a proxy pipe (or the back-end's own fd), to EOF, then CHECK. */
-function save(link: SyncLink, timeoutMs: number): Uint8Array {
+/**
+ * SET_DEVICE_STATE_FD(`direction`) with one end of a proxy pipe; returns the fd the proxy then
+ * reads (SAVE) or writes (LOAD): the pipe's other end, or the back-end's own fd when it answers
+ * with one. A refusal throws with the back-end's error code.
+ */
+function openStateChannel(link: SyncLink, direction: "SAVE" | "LOAD"): OwnedFd {
   const [r, w] = createPipe();
-  let reader = r;
+  const [theirs, ours] = direction === "SAVE" ? [w, r] : [r, w];
   try {
     const reply = link.ask(
-      link.frame("SET_DEVICE_STATE_FD", { layout: "device_state_params", direction: 0, phase: 0 }),
-      [w],
+      link.frame("SET_DEVICE_STATE_FD", {
+        layout: "device_state_params",
+        direction: direction === "SAVE" ? 0 : 1,
+        phase: 0,
+      }),
+      [theirs],
     );
-    w.close();
-    const value = u64(reply);
+    const value = payloadU64(reply.payload);
     if ((value & 0xffn) !== 0n) {
       closeAll(reply.fds);
       throw new LinkError(
         "SET_DEVICE_STATE_FD",
-        `the back-end refused SAVE (error ${value & 0xffn})`,
+        `the back-end refused ${direction} (error ${value & 0xffn})`,
       );
     }
     if ((value & NO_FD) === 0n && reply.fds.length === 1) {
-      r.close();
-      reader = reply.fds[0];
-    } else closeAll(reply.fds);
+      ours.close();
+      return reply.fds[0];
+    }
+    closeAll(reply.fds);
+    return ours;
+  } catch (e) {
+    ours.close();
+    throw e;
+  } finally {
+    theirs.close();
+  }
+}
+
+/** SAVE through a proxy pipe (or the back-end's own fd), to EOF, then CHECK. */
+function save(link: SyncLink, timeoutMs: number): Uint8Array {
+  const reader = openStateChannel(link, "SAVE");
+  try {
     const blob = readToEnd(reader, timeoutMs);
     check(link);
     return blob;
   } finally {
-    w.close();
     reader.close();
-    r.close();
   }
 }
 
 /** LOAD through a proxy pipe (or the back-end's own fd), then CHECK. */
 function load(link: SyncLink, blob: Uint8Array, timeoutMs: number): void {
-  const [r, w] = createPipe();
-  let writer = w;
+  const writer = openStateChannel(link, "LOAD");
   try {
-    const reply = link.ask(
-      link.frame("SET_DEVICE_STATE_FD", { layout: "device_state_params", direction: 1, phase: 0 }),
-      [r],
-    );
-    r.close();
-    const value = u64(reply);
-    if ((value & 0xffn) !== 0n) {
-      closeAll(reply.fds);
-      throw new LinkError(
-        "SET_DEVICE_STATE_FD",
-        `the back-end refused LOAD (error ${value & 0xffn})`,
-      );
-    }
-    if ((value & NO_FD) === 0n && reply.fds.length === 1) {
-      w.close();
-      writer = reply.fds[0];
-    } else closeAll(reply.fds);
     writeAllWithin(writer, blob, timeoutMs);
-    writer.close();
-    check(link);
   } finally {
-    r.close();
-    w.close();
     writer.close();
   }
+  check(link);
 }
 
 function check(link: SyncLink): void {
-  const result = u64(link.ask(link.frame("CHECK_DEVICE_STATE")));
+  const result = payloadU64(link.ask(link.frame("CHECK_DEVICE_STATE")).payload);
   if (result !== 0n) {
     throw new LinkError("CHECK_DEVICE_STATE", `the back-end reports failure (${result})`);
   }
@@ -710,11 +696,9 @@ function readToEnd(fd: OwnedFd, timeoutMs: number): Uint8Array {
       }
       continue;
     }
-    const left = Math.ceil(deadline - performance.now());
-    if (left <= 0) throw new LinkError("SAVE", `the state did not end within ${timeoutMs} ms`);
-    const p = new PollSet();
-    p.add(fd.fd, POLLIN);
-    p.wait(left);
+    if (!waitReady(fd, POLLIN, deadline)) {
+      throw new LinkError("SAVE", `the state did not end within ${timeoutMs} ms`);
+    }
   }
   const out = new Uint8Array(total);
   let off = 0;
@@ -735,19 +719,10 @@ function writeAllWithin(fd: OwnedFd, data: Uint8Array, timeoutMs: number): void 
       off += n;
       continue;
     }
-    const left = Math.ceil(deadline - performance.now());
-    if (left <= 0) {
+    if (!waitReady(fd, POLLOUT, deadline)) {
       throw new LinkError("LOAD", `the back-end did not take the state in ${timeoutMs} ms`);
     }
-    const p = new PollSet();
-    p.add(fd.fd, POLLOUT);
-    p.wait(left);
   }
-}
-
-function u64(reply: { payload: Uint8Array; fds?: OwnedFd[] }): bigint {
-  if (reply.payload.length < 8) return 0n;
-  return new DataView(reply.payload.buffer, reply.payload.byteOffset, 8).getBigUint64(0, true);
 }
 
 function describe(e: unknown): string {

@@ -11,9 +11,15 @@ import { closeAll, type OwnedFd } from "../ffi/fd.ts";
 import { POLLIN, POLLOUT, PollSet } from "../ffi/poll.ts";
 import { recvWithFds, sendWithFds } from "../ffi/socket.ts";
 import type { Dialect } from "../protocol/catalogue.ts";
-import { createMessage, encodeMessage, FLAG_NEED_REPLY, FLAG_REPLY } from "../protocol/codec.ts";
+import {
+  createMessage,
+  encodeMessage,
+  FLAG_NEED_REPLY,
+  FLAG_REPLY,
+  requestName,
+} from "../protocol/codec.ts";
 import type { Payload } from "../protocol/layouts.ts";
-import { requestName } from "../protocol/codec.ts";
+import { payloadU64 } from "../protocol/u64_payload.ts";
 
 const HEADER = 12;
 /** The largest payload in the spec (GET_SHMEM_CONFIG's reply). */
@@ -140,9 +146,7 @@ export class SyncLink {
     v.setUint32(4, v.getUint32(4, true) | FLAG_NEED_REPLY, true);
     const r = this.ask(copy, fds);
     closeAll(r.fds);
-    const result = r.payload.length >= 8
-      ? new DataView(r.payload.buffer).getBigUint64(0, true)
-      : 0n;
+    const result = payloadU64(r.payload);
     if (result !== 0n) {
       throw new LinkError(this.nameOf(r.request), `the back-end answered ${result} (failure)`);
     }
@@ -171,10 +175,21 @@ export class SyncLink {
   }
 
   #wait(events: number, deadline: number, name: string, what: string): void {
-    const left = Math.ceil(deadline - performance.now());
-    if (left <= 0) throw new LinkError(name, `no progress ${what} within ${this.#timeoutMs} ms`);
-    const p = new PollSet();
-    p.add(this.#socket.fd, events);
-    p.wait(left);
+    if (!waitReady(this.#socket, events, deadline)) {
+      throw new LinkError(name, `no progress ${what} within ${this.#timeoutMs} ms`);
+    }
   }
+}
+
+/**
+ * Waits (poll) until `fd` may be ready for `events` or `deadline` (performance.now() time)
+ * passes; false once it has passed. The caller retries its nonblocking call either way.
+ */
+export function waitReady(fd: OwnedFd, events: number, deadline: number): boolean {
+  const left = Math.ceil(deadline - performance.now());
+  if (left <= 0) return false;
+  const p = new PollSet();
+  p.add(fd.fd, events);
+  p.wait(left);
+  return true;
 }
