@@ -12,6 +12,7 @@
 
 import { closeAll, type OwnedFd } from "../ffi/fd.ts";
 import type { Message } from "../protocol/codec.ts";
+import { payloadU64 } from "../protocol/u64_payload.ts";
 import { hex } from "../protocol/layouts.ts";
 import {
   describeProtocolFeatures,
@@ -57,7 +58,6 @@ export type RingStep = typeof RING_STEPS[number];
 
 const u32 = (b: Uint8Array, at: number) =>
   new DataView(b.buffer, b.byteOffset + at, 4).getUint32(0, true);
-const u64 = (b: Uint8Array) => new DataView(b.buffer, b.byteOffset, 8).getBigUint64(0, true);
 const HEADER = 12;
 /** VHOST_F_LOG_ALL: QEMU acks it while it logs dirty pages (a migration), and drops it after. */
 const LOG_ALL = 1n << 26n;
@@ -105,11 +105,11 @@ export class SessionModel {
         this.owner = true;
         return;
       case "SET_PROTOCOL_FEATURES":
-        this.protocolAcked = u64(payload);
+        this.protocolAcked = payloadU64(payload);
         this.#replace(this.setup, "SET_PROTOCOL_FEATURES", keep());
         return;
       case "SET_FEATURES":
-        this.virtioAcked = u64(payload);
+        this.virtioAcked = payloadU64(payload);
         this.#replace(this.setup, "SET_FEATURES", keep());
         // QEMU's vhost_migration_log(false) after a migration failed or was cancelled: logging
         // is over (the log area stays with the back-end, unused), the set-up replays again.
@@ -148,7 +148,9 @@ export class SessionModel {
       case "SET_VRING_CALL":
       case "SET_VRING_ERR": {
         const ring = this.#ring(u32(payload, 0) & 0xff);
-        this.#replace(ring.frames, message.name, keep());
+        const old = ring.frames[message.name];
+        if (old) closeAll(old.fds);
+        ring.frames[message.name] = keep();
         if (message.name === "SET_VRING_NUM") ring.num = u32(payload, 4);
         if (message.name === "SET_VRING_BASE") ring.base = u32(payload, 4);
         if (message.name === "SET_VRING_KICK") ring.started = true;
@@ -177,10 +179,10 @@ export class SessionModel {
   replied(message: Message, payload: Uint8Array): void {
     switch (message.name) {
       case "GET_FEATURES":
-        this.virtioOffered = u64(payload);
+        this.virtioOffered = payloadU64(payload);
         return;
       case "GET_PROTOCOL_FEATURES":
-        this.protocolOffered = u64(payload);
+        this.protocolOffered = payloadU64(payload);
         return;
       case "GET_VRING_BASE": {
         const ring = this.#ring(u32(payload, 0));
@@ -284,16 +286,10 @@ export class SessionModel {
     return r;
   }
 
-  #replace<K>(map: Map<K, KeptFrame> | Partial<Record<string, KeptFrame>>, key: K, f: KeptFrame) {
-    if (map instanceof Map) {
-      const old = map.get(key);
-      if (old) closeAll(old.fds);
-      map.set(key, f);
-    } else {
-      const k = key as unknown as string;
-      const old = map[k];
-      if (old) closeAll(old.fds);
-      map[k] = f;
-    }
+  /** Keeps `f` under `key`, closing the fd dups of the frame it replaces. */
+  #replace<K>(map: Map<K, KeptFrame>, key: K, f: KeptFrame): void {
+    const old = map.get(key);
+    if (old) closeAll(old.fds);
+    map.set(key, f);
   }
 }
