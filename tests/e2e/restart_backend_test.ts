@@ -46,6 +46,37 @@ async function ctl(
   return { code: out.code, stdout: text(out.stdout), stderr: text(out.stderr) };
 }
 
+/**
+ * The drop-in as libvirt starts it (virtiofsd's command line, proxy options in VUP_PROXY_ARGS),
+ * once its control socket is there.
+ */
+async function startDropIn(
+  dir: TestDir,
+  control: string,
+  virtiofsdArgs: string[],
+  proxyArgs: string,
+): Promise<Child> {
+  const wrapper = new Child({
+    name: "dropin",
+    cmd: `${ROOT}bin/vhost-user-proxy-virtiofsd`,
+    args: virtiofsdArgs,
+    stdoutPath: dir.join("dropin.out"),
+    stderrPath: dir.join("dropin.err"),
+    env: { VUP_BACKEND_BINARY: peerPath("virtiofsd"), VUP_PROXY_ARGS: proxyArgs },
+  });
+  try {
+    await waitFor(async () => (await Deno.stat(control).catch(() => undefined))?.isSocket, {
+      timeoutMs: 30_000,
+      what: "the drop-in's control socket",
+      detail: () => wrapper.stderrText(),
+    });
+  } catch (e) {
+    await wrapper.stop();
+    throw e;
+  }
+  return wrapper;
+}
+
 /** An upgrade: the same virtiofsd, installed at another path (a wrapper to a copied binary). */
 async function copiedVirtiofsd(dir: string): Promise<string> {
   const wrapper = await Deno.readTextFile("/var/cache/vhost-user-proxy/peers/bin/virtiofsd");
@@ -157,28 +188,13 @@ Deno.test("restart-backend in drop-in mode: the proxy starts the new virtiofsd i
   const socket = dir.join("fs.sock");
   const control = dir.join("control.sock");
   const log = dir.join("proxy.jsonl");
-  const wrapper = new Child({
-    name: "dropin",
-    cmd: `${ROOT}bin/vhost-user-proxy-virtiofsd`,
-    args: [
-      `--socket-path=${socket}`,
-      `--shared-dir=${share}`,
-      "--migration-mode=find-paths",
-      "--migration-on-error=abort",
-    ],
-    stdoutPath: dir.join("dropin.out"),
-    stderrPath: dir.join("dropin.err"),
-    env: {
-      VUP_BACKEND_BINARY: peerPath("virtiofsd"),
-      VUP_PROXY_ARGS: `--quiet --log ${log} --control ${control}`,
-    },
-  });
+  const wrapper = await startDropIn(dir, control, [
+    `--socket-path=${socket}`,
+    `--shared-dir=${share}`,
+    "--migration-mode=find-paths",
+    "--migration-on-error=abort",
+  ], `--quiet --log ${log} --control ${control}`);
   try {
-    await waitFor(async () => (await Deno.stat(control).catch(() => undefined))?.isSocket, {
-      timeoutMs: 30_000,
-      what: "the drop-in's control socket",
-      detail: () => wrapper.stderrText(),
-    });
     await using vm = await startVm({
       dir: dir.path,
       name: "g",
@@ -229,23 +245,13 @@ Deno.test("--restart-on-exit: virtiofsd killed with SIGKILL; QEMU and the guest 
   const socket = dir.join("fs.sock");
   const control = dir.join("control.sock");
   const log = dir.join("proxy.jsonl");
-  const wrapper = new Child({
-    name: "dropin",
-    cmd: `${ROOT}bin/vhost-user-proxy-virtiofsd`,
-    args: [`--socket-path=${socket}`, `--shared-dir=${share}`],
-    stdoutPath: dir.join("dropin.out"),
-    stderrPath: dir.join("dropin.err"),
-    env: {
-      VUP_BACKEND_BINARY: peerPath("virtiofsd"),
-      VUP_PROXY_ARGS: `--quiet --log ${log} --control ${control} --restart-on-exit`,
-    },
-  });
+  const wrapper = await startDropIn(
+    dir,
+    control,
+    [`--socket-path=${socket}`, `--shared-dir=${share}`],
+    `--quiet --log ${log} --control ${control} --restart-on-exit`,
+  );
   try {
-    await waitFor(async () => (await Deno.stat(control).catch(() => undefined))?.isSocket, {
-      timeoutMs: 30_000,
-      what: "the drop-in's control socket",
-      detail: () => wrapper.stderrText(),
-    });
     await using vm = await startVm({
       dir: dir.path,
       name: "g",
