@@ -874,8 +874,8 @@ async function logFollow(rest: string[]): Promise<number> {
   return problems > 0 ? 1 : 0;
 }
 
-function logSummary(rest: string[]): number {
-  const topic = "log summary";
+/** `<tool> <file.jsonl> [--session N] [--json]`: the log read, the session checked against it. */
+function oneLog(topic: string, rest: string[]) {
   const { values, positionals } = parse(topic, {
     args: rest,
     strict: true,
@@ -885,8 +885,14 @@ function logSummary(rest: string[]): number {
   const path = oneFile(positionals, topic);
   const records = load(path, topic);
   const session = sessionOf(values.session, "--session", topic, records, path);
+  return { json: values.json, path, records, session };
+}
+
+function logSummary(rest: string[]): number {
+  const topic = "log summary";
+  const { json, path, records, session } = oneLog(topic, rest);
   const s = summarizeLog(records, { session });
-  if (values.json) console.log(JSON.stringify(s, null, 2));
+  if (json) console.log(JSON.stringify(s, null, 2));
   else for (const l of formatSummary(s)) console.log(l);
   return s.problems.length > 0 ? 1 : 0;
 }
@@ -947,15 +953,7 @@ function logExplain(rest: string[]): number {
 
 function logLint(rest: string[]): number {
   const topic = "log lint";
-  const { values, positionals } = parse(topic, {
-    args: rest,
-    strict: true,
-    allowPositionals: true,
-    options: { session: { type: "string" }, json: { type: "boolean", default: false } },
-  });
-  const path = oneFile(positionals, topic);
-  const records = load(path, topic);
-  const session = sessionOf(values.session, "--session", topic, records, path);
+  const { json, path, records, session } = oneLog(topic, rest);
   const report = lintLog(records);
   if (session !== undefined) {
     report.sessions = report.sessions.filter((s) => s.session === session);
@@ -968,7 +966,7 @@ function logLint(rest: string[]): number {
   if (report.sessions.length === 0) {
     throw new Failure(`${topic}: no session to lint in "${path}" (${records.length} records)`, 3);
   }
-  if (values.json) console.log(JSON.stringify(report, null, 2));
+  if (json) console.log(JSON.stringify(report, null, 2));
   else for (const l of formatLintReport(report)) console.log(l);
   return report.findings > 0 ? 1 : 0;
 }
