@@ -686,12 +686,7 @@ export class Session implements EndpointOwner {
     }
     this.back = undefined;
     this.front.target = undefined;
-    if (this.backBackendChannel !== undefined) {
-      this.reactor.remove(this.backBackendChannel);
-      this.backBackendChannel.channel.close();
-      this.backBackendChannel = undefined;
-      if (this.frontBackendChannel) this.frontBackendChannel.target = undefined;
-    }
+    this.#closeBackendSideOfChannel();
     const holdMs = this.options.holdOnBackendLoss?.holdMs ?? 0;
     this.emit({
       type: "restart",
@@ -732,11 +727,7 @@ export class Session implements EndpointOwner {
       shutdownSocket(old.channel.socket);
       old.channel.close();
     }
-    if (this.backBackendChannel !== undefined) {
-      this.reactor.remove(this.backBackendChannel);
-      this.backBackendChannel.channel.close();
-      this.backBackendChannel = undefined;
-    }
+    this.#closeBackendSideOfChannel();
     if (backendChannel !== undefined && this.frontBackendChannel !== undefined) {
       const ep = new Endpoint(backendChannel, "backend", "back-end", this, MAX_PAYLOAD_SIZE);
       ep.target = this.frontBackendChannel;
@@ -744,6 +735,18 @@ export class Session implements EndpointOwner {
       this.backBackendChannel = ep;
       this.reactor.add(ep);
     } else backendChannel?.close();
+  }
+
+  /**
+   * Closes the back-end's end of the back-end channel (the back-end is gone or replaced); QEMU's
+   * end stays, unread until a new back-end's end is its target.
+   */
+  #closeBackendSideOfChannel(): void {
+    if (this.backBackendChannel === undefined) return;
+    this.reactor.remove(this.backBackendChannel);
+    this.backBackendChannel.channel.close();
+    this.backBackendChannel = undefined;
+    if (this.frontBackendChannel) this.frontBackendChannel.target = undefined;
   }
 
   #closeBackendChannel(): void {
