@@ -536,12 +536,7 @@ export class Session implements EndpointOwner {
     const expectsReply = !isReply && replyExpected(message, view);
     record.fds ??= this.options.logMessages ? fds.map((f) => ({ kind: fdKind(f.fd) })) : [];
     const fdCount = fds.length;
-    if (to.kind === "main") {
-      if (!isReply && to === this.back) this.model.sent(message, bytes, fds);
-      else if (isReply && from === this.back) {
-        this.model.replied(message, bytes.subarray(HEADER_SIZE));
-      }
-    }
+    if (to.kind === "main") this.#observe(message, bytes, fds, isReply, from, to);
     try {
       to.channel.send(bytes, fds);
     } catch (e) {
@@ -702,6 +697,42 @@ export class Session implements EndpointOwner {
       this.end(`${reason}; no new back-end was connected within ${holdMs} ms`, "back-end", "error");
     });
   }
+
+  /**
+   * Updates the session model from a message on its way. The model only watches: a failure in it
+   * is logged once and the message is relayed as ever (it must not end a session both peers
+   * would carry on); a restart then finds the model incomplete and says so.
+   */
+  #observe(
+    message: Message,
+    bytes: Uint8Array,
+    fds: readonly OwnedFd[],
+    isReply: boolean,
+    from: Endpoint,
+    to: Endpoint,
+  ): void {
+    try {
+      if (!isReply && to === this.back) this.model.sent(message, bytes, fds);
+      else if (isReply && from === this.back) {
+        this.model.replied(message, bytes.subarray(HEADER_SIZE));
+      }
+    } catch (e) {
+      if (!this.#modelFailed) {
+        this.emit({
+          type: "warning",
+          ts: timestamp(),
+          session: this.id,
+          message: `the session model could not follow ${message.name}${
+            isReply ? " reply" : ""
+          } (relayed as ever): ${e instanceof Error ? e.message : e}`,
+        });
+      }
+      this.#modelFailed = true;
+      this.model.unsupported.add("a message the session model could not follow");
+    }
+  }
+
+  #modelFailed = false;
 
   /** Requests still owed a reply on the main channel, by name. */
   owedReplies(): string[] {
