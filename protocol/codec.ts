@@ -594,6 +594,25 @@ export function encodeMessage(message: Message): Uint8Array {
   return out;
 }
 
+/**
+ * The message with another payload, e.g. a feature bit changed on its way through; encode it
+ * with {@link encodeMessage}. For the fixed-size layouts the proxy rewrites (features, results)
+ * the encoding is the wire bytes with only that value changed.
+ *
+ * @example
+ * ```ts
+ * const reply = createMessage({
+ *   channel: "main", sender: "back-end", request: "GET_PROTOCOL_FEATURES",
+ *   payload: { layout: "protocol_features", features: 0x8000n },
+ * });
+ * const hidden = withPayload(reply, { layout: "protocol_features", features: 0n });
+ * console.assert(encodeMessage(hidden).length === 20);
+ * ```
+ */
+export function withPayload(message: Message, payload: Payload): Message {
+  return { ...message, payload };
+}
+
 /** Options of {@link createMessage}. */
 export interface CreateOptions {
   /** The socket the message is for. */

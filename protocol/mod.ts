@@ -88,6 +88,7 @@ export {
   readHeader,
   replyExpected,
   summarizeMessage,
+  withPayload,
   writeHeader,
 } from "./codec.ts";
 export * from "./dialect.ts";

@@ -332,6 +332,24 @@ Deno.test("--device-state off hides F_DEVICE_STATE from the front-end", async ()
   });
 });
 
+Deno.test("--device-state off takes no part in a transfer QEMU asks for anyway: its own fd reaches the back-end", async () => {
+  await withRig({ deviceState: { mode: "off" } }, (r) => {
+    const qemuRead = sendSave(r.front);
+    const req = r.back.expect();
+    assert.equal(req.request, SET_STATE);
+    assert.equal(req.fds.length, 1);
+    r.back.send({ request: SET_STATE, flags: REPLY, payload: u64(0x100) });
+    assert.equal(readU64(r.front.expect().payload), 0x100n);
+    // No proxy pipe in between: the back-end holds the other end of QEMU's own pipe.
+    const pipeOf = (fd: OwnedFd) => Deno.readLinkSync(`/proc/self/fd/${fd.fd}`);
+    assert.equal(pipeOf(req.fds[0]), pipeOf(qemuRead));
+    const data = pattern(1000);
+    assert.deepEqual(pump(req.fds[0], data, qemuRead), data);
+    assert.equal(check(r.front, r.back, 0n), 0n);
+    assert.equal(ends(r.records).length, 0);
+  });
+});
+
 Deno.test("rfc2023 back-end: SET_DEVICE_STATE_FD travels as 41, F_MIGRATORY_STATE bit 17 becomes bit 19", async () => {
   await withRig({ backDialect: "rfc2023" }, (r) => {
     assert.equal(ask(r, 15, (1n << 17n) | 0x8n), (1n << 19n) | 0x8n);
