@@ -8,20 +8,14 @@
 //            and off are printed beside it). Target: proxy ≥ 0.8× direct, and its memory
 //            (idle ≤ 64 MiB, peak ≤ 96 MiB). A plain `state_stream write | read` pipe is
 //            printed as the ceiling.
-// downtime — live migrations of a real QEMU 10 guest with rust virtiofsd: directly, with the C
-//            poll relay on each side (the cost of the extra hop alone, as in the latency
-//            section), and with a proxy on each side; rotating, each destination becoming the
-//            next source (one boot per path). Reports QEMU's own `downtime`; target: median
-//            proxy ≤ 1.05× direct.
+// downtime — live migrations of a real QEMU 10 guest through three rotating chains (direct, the
+//            C poll relay on each side, a proxy on each side): the switch-over (the vhost-user
+//            round trips while the guest is stopped, from QEMU's trace timestamps) against the C
+//            relay's, and QEMU's downtime beside it; in downtime.ts.
 //
 // Runs interleave the paths so drift on the 2-vCPU VM hits both alike; medians are reported.
 
-import {
-  describeMigration,
-  MigrationRig,
-  type Side,
-  START_HOLDER,
-} from "../tests/e2e/_migration_rig.ts";
+import { downtimeBench, downtimeGoals, type DowntimeResult, downtimeText } from "./downtime.ts";
 import type { HelperPaths } from "./lib/build.ts";
 import { type Child, type Children, waitForSocket } from "./lib/children.ts";
 import type { GoalRow } from "./lib/goals.ts";
@@ -48,7 +42,6 @@ export const STREAM_TARGET = 0.8;
 /** Issue 12: RSS ≤ 64 MiB idle and ≤ 96 MiB at peak during 256 MiB transfers. */
 export const IDLE_RSS_GOAL_MIB = 64;
 export const PEAK_RSS_GOAL_MIB = 96;
-export const DOWNTIME_TARGET = 1.05;
 
 const HELPER_START_MS = 5_000;
 const PROXY_START_MS = 60_000;
@@ -117,32 +110,6 @@ export interface StreamResult {
   /** The proxies' memory. */
   memory: Partial<Record<StreamVariant, StreamMemory>>;
   /** The target holds for the proxy as shipped (fingerprint on). */
-  pass: boolean;
-}
-
-/** Downtime paths: QEMU straight to virtiofsd, through the C poll relay, through the proxy. */
-type DowntimePath = "direct" | "c" | "proxy";
-const DOWNTIME_PATHS: readonly DowntimePath[] = ["direct", "c", "proxy"];
-
-/** Medians of the downtime section. */
-export interface DowntimeResult {
-  runs: number;
-  downtimeMs: Record<DowntimePath, number[]>;
-  totalMs: Record<DowntimePath, number[]>;
-  medianDowntimeMs: Record<DowntimePath, number>;
-  medianTotalMs: Record<DowntimePath, number>;
-  /** proxy / direct: the target. */
-  ratio: number;
-  /** C relay / direct: what one extra hop per side costs with nothing else in it. */
-  ratioC: number;
-  /**
-   * Fastest proxy run / fastest direct run. The noise here (QEMU's final RAM pass under TCG)
-   * only ever adds, so the fastest run of a path is its clearest cost; with 7 runs a median
-   * can land on a noisy run of one path and a clean one of another (seen: 0.95× one run,
-   * 2.1× on the fastest runs of the same).
-   */
-  ratioMin: number;
-  /** Both the median and the fastest-run ratio within the target. */
   pass: boolean;
 }
 
@@ -311,78 +278,6 @@ export async function streamBench(
   };
 }
 
-/** The downtime section: three migration chains, direct, through C relays, through proxies. */
-export async function downtimeBench(
-  ctx: StreamContext,
-  opts: StateBenchOptions,
-): Promise<DowntimeResult> {
-  await using rig = await MigrationRig.create("bench-downtime");
-  const spec = (path: DowntimePath, hop: number, incoming: boolean) => ({
-    name: `${path}-${hop}`,
-    backend: "rust" as const,
-    proxies: path === "direct" ? [] : [[]],
-    relayBin: path === "c" ? ctx.bins.poll_relay : undefined,
-    incoming,
-    // Like the latency and stream sections: the bare relay (`--quiet`, no JSONL log).
-    proxyLog: false,
-  });
-  ctx.log("booting the direct, the C-relayed and the proxied guest…");
-  const booted = await Promise.allSettled(
-    DOWNTIME_PATHS.map((p) => rig.startSide(spec(p, 0, false))),
-  );
-  const failed = booted.find((b): b is PromiseRejectedResult => b.status === "rejected");
-  if (failed) throw failed.reason;
-  const current = Object.fromEntries(
-    DOWNTIME_PATHS.map((p, i) => [p, (booted[i] as PromiseFulfilledResult<Side>).value]),
-  ) as Record<DowntimePath, Side>;
-  // An open file gives virtiofsd a state with handles, as a real guest has.
-  for (const side of Object.values(current)) await side.vm.agent.check(START_HOLDER);
-
-  const perPath = <T>(make: () => T) =>
-    Object.fromEntries(DOWNTIME_PATHS.map((p) => [p, make()])) as Record<DowntimePath, T>;
-  const downtimeMs = perPath<number[]>(() => []);
-  const totalMs = perPath<number[]>(() => []);
-  for (let run = 1; run <= opts.downtimeRuns; run++) {
-    // Rotate which path goes first, so none always follows another's clean-up.
-    const order = DOWNTIME_PATHS.map((_, i) => DOWNTIME_PATHS[(i + run) % DOWNTIME_PATHS.length]);
-    for (const path of order) {
-      const src = current[path];
-      const dst = await rig.startSide(spec(path, run, true));
-      const result = await rig.migrate(src, dst);
-      if (result.status !== "completed" || result.downtimeMs === undefined) {
-        throw new Error(`${path} migration ${run} failed: ${describeMigration(result)}`);
-      }
-      ctx.log(
-        `downtime ${path} run ${run}: ${result.downtimeMs} ms (total ${result.totalTimeMs} ms)`,
-      );
-      downtimeMs[path].push(result.downtimeMs);
-      totalMs[path].push(result.totalTimeMs ?? NaN);
-      await dst.vm.agent.waitReady({ timeoutMs: 30_000 });
-      await src.stop();
-      current[path] = dst;
-    }
-  }
-  const medianDowntimeMs = perPath(() => 0);
-  const medianTotalMs = perPath(() => 0);
-  for (const p of DOWNTIME_PATHS) {
-    medianDowntimeMs[p] = median(downtimeMs[p]);
-    medianTotalMs[p] = median(totalMs[p]);
-  }
-  const ratio = medianDowntimeMs.proxy / medianDowntimeMs.direct;
-  const ratioMin = Math.min(...downtimeMs.proxy) / Math.min(...downtimeMs.direct);
-  return {
-    runs: opts.downtimeRuns,
-    downtimeMs,
-    totalMs,
-    medianDowntimeMs,
-    medianTotalMs,
-    ratio,
-    ratioC: medianDowntimeMs.c / medianDowntimeMs.direct,
-    ratioMin,
-    pass: ratio <= DOWNTIME_TARGET && ratioMin <= DOWNTIME_TARGET,
-  };
-}
-
 const fixed = (v: number, digits = 1) => (Number.isFinite(v) ? v.toFixed(digits) : "–");
 
 const STREAM_LABELS: Record<StreamVariant, string> = {
@@ -453,33 +348,6 @@ export function streamGoals(r: StreamResult): GoalRow[] {
   return rows;
 }
 
-function spread(xs: number[]): string {
-  return xs.length === 0 ? "-" : `${Math.min(...xs)}–${Math.max(...xs)} ms`;
-}
-
-const DOWNTIME_LABELS: Record<DowntimePath, string> = {
-  direct: "direct",
-  c: "C relay",
-  proxy: "proxy",
-};
-
-/** The downtime section's lines. */
-export function downtimeText(r: DowntimeResult): string {
-  const line = (path: DowntimePath) =>
-    `  ${DOWNTIME_LABELS[path].padEnd(9)} downtime median ${
-      fixed(r.medianDowntimeMs[path], 0).padStart(5)
-    } ms ` +
-    `[${r.downtimeMs[path].join(", ")}]   total median ${fixed(r.medianTotalMs[path], 0)} ms`;
-  return [
-    `migration downtime (QEMU 10 + rust virtiofsd, TCG), ${r.runs} migrations per path`,
-    ...DOWNTIME_PATHS.map(line),
-    `  ratio proxy/direct: median ${fixed(r.ratio, 2)}×, fastest runs ${fixed(r.ratioMin, 2)}×  ` +
-    `(target ≤ ${DOWNTIME_TARGET}× on both): ${r.pass ? "PASS" : "MISSED"}`,
-    `  ratio C relay/direct: ${fixed(r.ratioC, 2)}×  (the extra hop alone)`,
-    `  spread: ${DOWNTIME_PATHS.map((p) => `${p} ${spread(r.downtimeMs[p])}`).join(", ")}`,
-  ].join("\n");
-}
-
 /** What `out/bench/state.json` holds. */
 export interface StateBenchJson {
   schema: 1;
@@ -519,10 +387,11 @@ export async function runStateSections(
     }
   }
   if (opts.sections.includes("downtime")) {
-    ctx.log("migration downtime bench (real QEMU + virtiofsd)…");
+    ctx.log("migration switch-over and downtime bench (real QEMU + virtiofsd)…");
     try {
       json.downtime = await downtimeBench(ctx, opts);
       console.log(`\n${downtimeText(json.downtime)}`);
+      goals.push(...downtimeGoals(json.downtime));
     } catch (e) {
       if (ctx.children.closed) throw e;
       json.failures.downtime = (e as Error).message;

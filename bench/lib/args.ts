@@ -6,12 +6,13 @@ export type PathName = typeof PATH_NAMES[number];
 
 /**
  * What `deno task bench` measures: round-trip latency and CPU per message, the device-state
- * stream, the proxy's memory with idle sessions, and (only when asked) migration downtime.
+ * stream, the proxy's memory with idle sessions, and the switch-over and downtime of real
+ * migrations.
  */
 export const SECTION_NAMES = ["latency", "stream", "memory", "downtime"] as const;
 export type SectionName = typeof SECTION_NAMES[number];
-/** The sections run by default: downtime boots real guests and is asked for by name. */
-export const DEFAULT_SECTIONS: readonly SectionName[] = ["latency", "stream", "memory"];
+/** The sections run by default: all of them (downtime needs the peers of setup_peers.sh). */
+export const DEFAULT_SECTIONS: readonly SectionName[] = ["latency", "stream", "memory", "downtime"];
 
 export interface BenchOptions {
   /** Timed round trips per run. */
@@ -48,14 +49,15 @@ export const USAGE =
   --fd-back    the back-end returns the request's fd in its reply (ffi-notes §3.1 set-up; not
                valid vhost-user, so the proxy rejects it: use with --only direct,c)
   --sections LIST     comma-separated subset of latency,stream,memory,downtime (default:
-                      latency,stream,memory)
+                      all of them)
   --state-mib N       synthetic device state size of the stream section (default 256)
   --state-runs K      back-to-back transfers per path and direction in the stream section
                       (default 3)
   --state-rounds K    rounds of the stream section, the paths in turn in each; the median
                       round is reported (default 5)
-  --downtime-runs K   live migrations per path in the downtime section (default 7; needs
-                      QEMU, virtiofsd and the guest from scripts/setup_peers.sh)`;
+  --downtime-runs K   live migrations per path in the downtime section, the switch-over and
+                      downtime of each (default 7; needs QEMU, virtiofsd and the guest from
+                      scripts/setup_peers.sh)`;
 
 export class UsageError extends Error {}
 

@@ -272,6 +272,10 @@ export interface SideSpec {
   incoming?: boolean;
   /** Record QEMU's vhost-user requests (`vm.paths.trace`). */
   traceVhostUser?: boolean;
+  /** More QEMU trace events into `vm.paths.trace` (`VmOptions.traceEvents`). */
+  traceEvents?: string[];
+  /** Timestamped trace lines (`VmOptions.traceTimestamps`). */
+  traceTimestamps?: boolean;
   /** Boot budget; default 120 s (other VMs may share the two CPUs). */
   bootTimeoutMs?: number;
 }
@@ -396,6 +400,8 @@ export class MigrationRig implements AsyncDisposable {
       fs: [{ socketPath: backend, tag: TAG }],
       incomingDefer: spec.incoming,
       traceVhostUser: spec.traceVhostUser,
+      traceEvents: spec.traceEvents,
+      traceTimestamps: spec.traceTimestamps,
       bootTimeoutMs: spec.bootTimeoutMs ?? 120_000,
     });
     this.#stoppers.push(() => vm.stop());

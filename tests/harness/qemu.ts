@@ -41,6 +41,16 @@ export interface VmOptions {
   paused?: boolean;
   /** Trace every vhost-user request QEMU writes into `paths.trace`. */
   traceVhostUser?: boolean;
+  /**
+   * More QEMU trace events into `paths.trace` (names or patterns as `-trace enable=` takes
+   * them), e.g. `SWITCHOVER_TRACE_EVENTS` from vhost_user_trace.ts.
+   */
+  traceEvents?: string[];
+  /**
+   * `-msg timestamp=on`: every trace line starts `<thread id>@<sec>.<usec>:` (wall clock), and
+   * QEMU's error messages on stderr get a timestamp too.
+   */
+  traceTimestamps?: boolean;
   /** Raw extra QEMU arguments (e.g. a vhost-user netdev), appended last. */
   extraArgs?: string[];
   /** Extra kernel command-line words. */
@@ -228,7 +238,16 @@ export function buildQemuArgs(
       }`,
     );
   });
-  if (paths.trace) args.push("-trace", `enable=vhost_user_write,file=${paths.trace}`);
+  if (paths.trace) {
+    const events = [
+      ...(options.traceVhostUser ? ["vhost_user_write"] : []),
+      ...(options.traceEvents ?? []),
+    ];
+    // QEMU takes the file from the last -trace option (one without file= means stderr).
+    for (const event of events.slice(0, -1)) args.push("-trace", `enable=${event}`);
+    args.push("-trace", `enable=${events.at(-1)},file=${paths.trace}`);
+    if (options.traceTimestamps) args.push("-msg", "timestamp=on");
+  }
   if (options.incomingDefer) args.push("-incoming", "defer");
   if (options.paused) args.push("-S");
   args.push(...(options.extraArgs ?? []));
@@ -257,7 +276,9 @@ export async function startVm(options: VmOptions): Promise<Vm> {
     agent: `${options.dir}/${name}.agent.sock`,
     console: `${options.dir}/${name}.console.log`,
     stderr: `${options.dir}/${name}.stderr.log`,
-    ...(options.traceVhostUser ? { trace: `${options.dir}/${name}.trace.log` } : {}),
+    ...(options.traceVhostUser || options.traceEvents?.length
+      ? { trace: `${options.dir}/${name}.trace.log` }
+      : {}),
   };
   const args = buildQemuArgs(options, peers, accel, paths);
   const fsDevices = options.fs ?? [];
