@@ -1598,6 +1598,29 @@ export function decodePayload(
   return { payload: { ...value, layout: name } as Payload, issues };
 }
 
+/**
+ * The typed value of a payload the codec has already accepted, read again from bytes as they
+ * were finally sent (after a dialect translation or a rewrite) or from a reply a caller read
+ * itself: `bytes` beyond the layout's size are ignored and missing ones read as zeros, so this
+ * never throws on a short or long payload.
+ *
+ * @example
+ * ```ts
+ * const bytes = new Uint8Array([0x2b, 0xa4, 0x08, 0, 0, 0, 0, 0]);
+ * console.assert(readPayload("protocol_features", bytes).features === 0x8a42bn);
+ * ```
+ */
+export function readPayload<L extends LayoutName>(name: L, bytes: Uint8Array): PayloadOf<L> {
+  const rule = LAYOUTS[name].size;
+  const size = "exact" in rule ? rule.exact : Math.min(Math.max(bytes.length, rule.min), rule.max);
+  let fitted = bytes.subarray(0, size);
+  if (fitted.length < size) {
+    fitted = new Uint8Array(size);
+    fitted.set(bytes);
+  }
+  return decodePayload(name, fitted).payload as PayloadOf<L>;
+}
+
 /** Encodes a payload with its own layout. */
 export function encodePayload(payload: Payload): Uint8Array {
   return uniform(payload.layout).encode(payload);

@@ -136,6 +136,7 @@ export type {
   XenMemoryTable,
   XenMemRegion,
 } from "./layouts.ts";
+export { readPayload } from "./layouts.ts";
 export {
   type Direction,
   ProtocolError,

@@ -25,8 +25,9 @@ import { closeAll, type OwnedFd } from "../ffi/fd.ts";
 import { createPipe, readFd, writeFd } from "../ffi/pipe.ts";
 import { POLLIN, POLLOUT, PollSet, signalEventFd } from "../ffi/poll.ts";
 import { connectUnix, socketPair } from "../ffi/socket.ts";
+import { HEADER_SIZE } from "../protocol/codec.ts";
+import { readPayload } from "../protocol/layouts.ts";
 import { readU16At } from "../ffi/memory.ts";
-import { payloadU64 } from "../protocol/u64_payload.ts";
 import { SystemError } from "../ffi/errors.ts";
 import { timestamp } from "../log/record.ts";
 import type { RestartRecord, RestartStepRecord } from "../log/record.ts";
@@ -67,7 +68,6 @@ export interface RestartResult {
   rolledBack?: string;
 }
 
-const NO_FD = 0x100n;
 /** Default retry of the connect step (see `RestartOptions.connectTimeoutMs`). */
 export const CONNECT_RETRY_MS = 250;
 const STATE_LIMIT = 64 << 20;
@@ -291,8 +291,7 @@ export function reconnectBackend(session: Session, options: RestartOptions): Res
 function usedIndex(model: SessionModel, ring: RingModel): number {
   const addr = ring.frames.SET_VRING_ADDR;
   if (!addr) throw new LinkError("check", `ring ${ring.index} has no SET_VRING_ADDR`);
-  const used = new DataView(addr.bytes.buffer, addr.bytes.byteOffset + 12 + 16, 8)
-    .getBigUint64(0, true);
+  const used = readPayload("vring_addr", addr.bytes.subarray(HEADER_SIZE)).usedUserAddr;
   const region = model.regionOf(used);
   if (!region) {
     throw new LinkError("check", `ring ${ring.index}'s used ring is in no known memory region`);
@@ -414,7 +413,8 @@ function connectWithin(path: string, timeoutMs: number): OwnedFd {
  * (its other end is returned), SET_FEATURES.
  */
 function negotiate(link: SyncLink, model: SessionModel, ack: boolean): OwnedFd | undefined {
-  const offered = payloadU64(link.ask(link.frame("GET_FEATURES")).payload);
+  const offered = readPayload("virtio_features", link.ask(link.frame("GET_FEATURES")).payload)
+    .features;
   const missing = model.virtioAcked & ~offered;
   if (missing !== 0n) {
     throw new LinkError(
@@ -424,7 +424,10 @@ function negotiate(link: SyncLink, model: SessionModel, ack: boolean): OwnedFd |
   }
   const protocolFrame = model.setup.get("SET_PROTOCOL_FEATURES");
   if (protocolFrame) {
-    const p = payloadU64(link.ask(link.frame("GET_PROTOCOL_FEATURES")).payload);
+    const p = readPayload(
+      "protocol_features",
+      link.ask(link.frame("GET_PROTOCOL_FEATURES")).payload,
+    ).features;
     const lacking = model.protocolAcked & ~p;
     if (lacking !== 0n) {
       throw new LinkError(
@@ -491,11 +494,11 @@ function stopRings(
       link.frame("GET_VRING_BASE", { layout: "vring_state", index: r.index, num: 0 }),
     );
     closeAll(reply.fds);
-    const v = new DataView(reply.payload.buffer);
-    if (v.getUint32(0, true) !== r.index) {
-      throw new LinkError("GET_VRING_BASE", `answered for ring ${v.getUint32(0, true)}`);
+    const state = readPayload("vring_state", reply.payload);
+    if (state.index !== r.index) {
+      throw new LinkError("GET_VRING_BASE", `answered for ring ${state.index}`);
     }
-    r.base = v.getUint32(4, true);
+    r.base = state.num;
     stopped.push(r);
   }
 }
@@ -570,11 +573,11 @@ function stopNewRings(link: SyncLink, progress: RingProgress): string {
         link.frame("GET_VRING_BASE", { layout: "vring_state", index: r.index, num: 0 }),
       );
       closeAll(reply.fds);
-      const v = new DataView(reply.payload.buffer);
-      if (v.getUint32(0, true) !== r.index) {
-        throw new LinkError("GET_VRING_BASE", `answered for ring ${v.getUint32(0, true)}`);
+      const state = readPayload("vring_state", reply.payload);
+      if (state.index !== r.index) {
+        throw new LinkError("GET_VRING_BASE", `answered for ring ${state.index}`);
       }
-      const base = v.getUint32(4, true);
+      const base = state.num;
       if (base !== r.base) moved.push(`ring ${r.index} from ${r.base} to ${base}`);
       r.base = base;
     }
@@ -627,15 +630,15 @@ function openStateChannel(link: SyncLink, direction: "SAVE" | "LOAD"): OwnedFd {
       }),
       [theirs],
     );
-    const value = payloadU64(reply.payload);
-    if ((value & 0xffn) !== 0n) {
+    const result = readPayload("device_state_result", reply.payload);
+    if (result.error !== 0) {
       closeAll(reply.fds);
       throw new LinkError(
         "SET_DEVICE_STATE_FD",
-        `the back-end refused ${direction} (error ${value & 0xffn})`,
+        `the back-end refused ${direction} (error ${result.error})`,
       );
     }
-    if ((value & NO_FD) === 0n && reply.fds.length === 1) {
+    if (!result.noFd && reply.fds.length === 1) {
       ours.close();
       return reply.fds[0];
     }
@@ -673,7 +676,7 @@ function load(link: SyncLink, blob: Uint8Array, timeoutMs: number): void {
 }
 
 function check(link: SyncLink): void {
-  const result = payloadU64(link.ask(link.frame("CHECK_DEVICE_STATE")).payload);
+  const result = readPayload("result", link.ask(link.frame("CHECK_DEVICE_STATE")).payload).value;
   if (result !== 0n) {
     throw new LinkError("CHECK_DEVICE_STATE", `the back-end reports failure (${result})`);
   }

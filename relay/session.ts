@@ -31,6 +31,7 @@ import {
   summarizeMessage,
 } from "../protocol/codec.ts";
 import { translateMessage } from "../protocol/dialect.ts";
+import { readPayload } from "../protocol/layouts.ts";
 import { Endpoint, type EndpointOwner } from "./endpoint.ts";
 import type {
   ChannelName,
@@ -41,7 +42,6 @@ import type {
 } from "../log/record.ts";
 import { timestamp } from "../log/record.ts";
 import { MAX_PAYLOAD_SIZE } from "../protocol/violations.ts";
-import { payloadU64 } from "../protocol/u64_payload.ts";
 import { SessionModel } from "./session_model.ts";
 import type { DeviceStateHooks, Verdict } from "../device_state/hooks.ts";
 
@@ -408,7 +408,7 @@ export class Session implements EndpointOwner {
     }
 
     // The sender's own view of the features comes from what it sent, before any rewriting.
-    this.#trackFeatures(message, frame.payload, fromFront, isReply);
+    this.#trackFeatures(message, fromFront, isReply);
 
     // The record shows the fds as they arrived, before the hooks or interposition swap them.
     const record: PendingRecord = {
@@ -458,19 +458,17 @@ export class Session implements EndpointOwner {
   }
 
   /** Updates the feature views from a SET_FEATURES / POSTCOPY request as its sender meant it. */
-  #trackFeatures(
-    message: Message,
-    payload: Uint8Array,
-    fromFront: boolean,
-    isReply: boolean,
-  ): void {
+  #trackFeatures(message: Message, fromFront: boolean, isReply: boolean): void {
+    const p = message.payload;
     switch (message.name) {
       case "SET_FEATURES":
-        // Its REPLY_ACK ack is a u64 too: only the request carries features.
-        if (!isReply) this.frontView.virtio = this.backView.virtio = payloadU64(payload);
+        // Its REPLY_ACK ack is a u64 result: only the request carries features.
+        if (p.layout === "virtio_features") {
+          this.frontView.virtio = this.backView.virtio = p.features;
+        }
         break;
       case "SET_PROTOCOL_FEATURES":
-        if (fromFront) this.frontView.protocol = payloadU64(payload);
+        if (fromFront && p.layout === "protocol_features") this.frontView.protocol = p.features;
         break;
       case "POSTCOPY_LISTEN":
         if (!isReply) this.frontView.postcopy = this.backView.postcopy = true;
@@ -522,9 +520,11 @@ export class Session implements EndpointOwner {
       }
       bytes = t.value;
     }
-    // What the back-end was told it may use, in its own numbering.
-    if (name === "SET_PROTOCOL_FEATURES" && fromFront && bytes.length >= HEADER_SIZE + 8) {
-      this.backView.protocol = payloadU64(bytes.subarray(HEADER_SIZE));
+    // What the back-end was told it may use, in its own numbering: the bytes as translated and
+    // as the hooks left them (emulation strips F_DEVICE_STATE on the way).
+    if (name === "SET_PROTOCOL_FEATURES" && fromFront && !isReply) {
+      this.backView.protocol = readPayload("protocol_features", bytes.subarray(HEADER_SIZE))
+        .features;
     }
 
     if (name === "SET_BACKEND_REQ_FD" && !isReply && fds.length === 1) {

@@ -12,8 +12,7 @@
 
 import { closeAll, type OwnedFd } from "../ffi/fd.ts";
 import type { Message } from "../protocol/codec.ts";
-import { payloadU64 } from "../protocol/u64_payload.ts";
-import { hex } from "../protocol/layouts.ts";
+import { hex, type MemoryRegion, readPayload } from "../protocol/layouts.ts";
 import {
   describeProtocolFeatures,
   describeVirtioFeatures,
@@ -56,8 +55,6 @@ export const RING_STEPS = [
 ] as const;
 export type RingStep = typeof RING_STEPS[number];
 
-const u32 = (b: Uint8Array, at: number) =>
-  new DataView(b.buffer, b.byteOffset + at, 4).getUint32(0, true);
 const HEADER = 12;
 /** VHOST_F_LOG_ALL: QEMU acks it while it logs dirty pages (a migration), and drops it after. */
 const LOG_ALL = 1n << 26n;
@@ -105,11 +102,11 @@ export class SessionModel {
         this.owner = true;
         return;
       case "SET_PROTOCOL_FEATURES":
-        this.protocolAcked = payloadU64(payload);
+        this.protocolAcked = readPayload("protocol_features", payload).features;
         this.#replace(this.setup, "SET_PROTOCOL_FEATURES", keep());
         return;
       case "SET_FEATURES":
-        this.virtioAcked = payloadU64(payload);
+        this.virtioAcked = readPayload("virtio_features", payload).features;
         this.#replace(this.setup, "SET_FEATURES", keep());
         // QEMU's vhost_migration_log(false) after a migration failed or was cancelled: logging
         // is over (the log area stays with the back-end, unused), the set-up replays again.
@@ -126,16 +123,14 @@ export class SessionModel {
         this.memTable = keep();
         return;
       case "ADD_MEM_REG":
-        // Region: u64 padding, then guest address first.
         this.#replace(
           this.addedRegions,
-          new DataView(payload.buffer, payload.byteOffset + 8, 8)
-            .getBigUint64(0, true),
+          readPayload("mem_region", payload).guestPhysAddr,
           keep(),
         );
         return;
       case "REM_MEM_REG": {
-        const gpa = new DataView(payload.buffer, payload.byteOffset + 8, 8).getBigUint64(0, true);
+        const gpa = readPayload("mem_region", payload).guestPhysAddr;
         const kept = this.addedRegions.get(gpa);
         if (kept) closeAll(kept.fds);
         this.addedRegions.delete(gpa);
@@ -147,18 +142,20 @@ export class SessionModel {
       case "SET_VRING_KICK":
       case "SET_VRING_CALL":
       case "SET_VRING_ERR": {
-        const ring = this.#ring(u32(payload, 0) & 0xff);
+        const ring = this.#ring(ringIndex(message.name, payload));
         const old = ring.frames[message.name];
         if (old) closeAll(old.fds);
         ring.frames[message.name] = keep();
-        if (message.name === "SET_VRING_NUM") ring.num = u32(payload, 4);
-        if (message.name === "SET_VRING_BASE") ring.base = u32(payload, 4);
+        if (message.name === "SET_VRING_NUM") ring.num = readPayload("vring_state", payload).num;
+        if (message.name === "SET_VRING_BASE") ring.base = readPayload("vring_state", payload).num;
         if (message.name === "SET_VRING_KICK") ring.started = true;
         return;
       }
-      case "SET_VRING_ENABLE":
-        this.#ring(u32(payload, 0)).enabled = u32(payload, 4) === 1;
+      case "SET_VRING_ENABLE": {
+        const state = readPayload("vring_state", payload);
+        this.#ring(state.index).enabled = state.num === 1;
         return;
+      }
       case "SET_DEVICE_STATE_FD":
         this.transfers++;
         return;
@@ -179,14 +176,15 @@ export class SessionModel {
   replied(message: Message, payload: Uint8Array): void {
     switch (message.name) {
       case "GET_FEATURES":
-        this.virtioOffered = payloadU64(payload);
+        this.virtioOffered = readPayload("virtio_features", payload).features;
         return;
       case "GET_PROTOCOL_FEATURES":
-        this.protocolOffered = payloadU64(payload);
+        this.protocolOffered = readPayload("protocol_features", payload).features;
         return;
       case "GET_VRING_BASE": {
-        const ring = this.#ring(u32(payload, 0));
-        ring.base = u32(payload, 4);
+        const state = readPayload("vring_state", payload);
+        const ring = this.#ring(state.index);
+        ring.base = state.num;
         ring.started = false;
         return;
       }
@@ -208,27 +206,17 @@ export class SessionModel {
    * its fd and the offset of `addr` in that fd.
    */
   regionOf(addr: bigint): { fd: OwnedFd; offset: bigint } | undefined {
-    const regions: { bytes: Uint8Array; at: number; fd: OwnedFd | undefined }[] = [];
+    const regions: { region: MemoryRegion; fd: OwnedFd | undefined }[] = [];
     if (this.memTable) {
-      const n = u32(this.memTable.bytes, HEADER);
-      for (let i = 0; i < n; i++) {
-        regions.push({
-          bytes: this.memTable.bytes,
-          at: HEADER + 8 + 32 * i,
-          fd: this.memTable.fds[i],
-        });
-      }
+      const table = readPayload("memory_table", this.memTable.bytes.subarray(HEADER));
+      table.regions.forEach((region, i) => regions.push({ region, fd: this.memTable!.fds[i] }));
     }
     for (const f of this.addedRegions.values()) {
-      regions.push({ bytes: f.bytes, at: HEADER + 8, fd: f.fds[0] });
+      regions.push({ region: readPayload("mem_region", f.bytes.subarray(HEADER)), fd: f.fds[0] });
     }
-    for (const r of regions) {
-      const v = new DataView(r.bytes.buffer, r.bytes.byteOffset + r.at, 32);
-      const size = v.getBigUint64(8, true);
-      const uaddr = v.getBigUint64(16, true);
-      const mmapOffset = v.getBigUint64(24, true);
-      if (r.fd && addr >= uaddr && addr < uaddr + size) {
-        return { fd: r.fd, offset: addr - uaddr + mmapOffset };
+    for (const { region: r, fd } of regions) {
+      if (fd && addr >= r.userspaceAddr && addr < r.userspaceAddr + r.memorySize) {
+        return { fd, offset: addr - r.userspaceAddr + r.mmapOffset };
       }
     }
     return undefined;
@@ -248,7 +236,9 @@ export class SessionModel {
       protocolAcked: hex(this.protocolAcked),
       protocolFeatures: describeProtocolFeatures(this.protocolAcked, this.dialect),
       owner: this.owner,
-      memoryRegions: this.memTable ? u32(this.memTable.bytes, HEADER) : this.addedRegions.size,
+      memoryRegions: this.memTable
+        ? readPayload("memory_table", this.memTable.bytes.subarray(HEADER)).regions.length
+        : this.addedRegions.size,
       rings: this.orderedRings().map((r) => ({
         index: r.index,
         num: r.num,
@@ -291,5 +281,19 @@ export class SessionModel {
     const old = map.get(key);
     if (old) closeAll(old.fds);
     map.set(key, f);
+  }
+}
+
+/** The ring a ring set-up request is about, from the layout its name has. */
+function ringIndex(name: RingStep, payload: Uint8Array): number {
+  switch (name) {
+    case "SET_VRING_ADDR":
+      return readPayload("vring_addr", payload).index;
+    case "SET_VRING_KICK":
+    case "SET_VRING_CALL":
+    case "SET_VRING_ERR":
+      return readPayload("vring_file", payload).index;
+    default:
+      return readPayload("vring_state", payload).index;
   }
 }

@@ -18,8 +18,7 @@ import {
   FLAG_REPLY,
   requestName,
 } from "../protocol/codec.ts";
-import type { Payload } from "../protocol/layouts.ts";
-import { payloadU64 } from "../protocol/u64_payload.ts";
+import { type Payload, readPayload } from "../protocol/layouts.ts";
 
 const HEADER = 12;
 /** The largest payload in the spec (GET_SHMEM_CONFIG's reply). */
@@ -146,7 +145,7 @@ export class SyncLink {
     v.setUint32(4, v.getUint32(4, true) | FLAG_NEED_REPLY, true);
     const r = this.ask(copy, fds);
     closeAll(r.fds);
-    const result = payloadU64(r.payload);
+    const result = readPayload("result", r.payload).value;
     if (result !== 0n) {
       throw new LinkError(this.nameOf(r.request), `the back-end answered ${result} (failure)`);
     }
