@@ -890,7 +890,7 @@ function oneLog(topic: string, rest: string[]) {
 
 function logSummary(rest: string[]): number {
   const topic = "log summary";
-  const { json, path, records, session } = oneLog(topic, rest);
+  const { json, records, session } = oneLog(topic, rest);
   const s = summarizeLog(records, { session });
   if (json) console.log(JSON.stringify(s, null, 2));
   else for (const l of formatSummary(s)) console.log(l);
