@@ -25,6 +25,7 @@ import { type GoalRow, goalsTable, loadAverage } from "./lib/goals.ts";
 import { latencyTable, memoryText, verdictText } from "./lib/report.ts";
 import { toJson, writeJson } from "./lib/results_json.ts";
 import { sessionsSection } from "./lib/sessions.ts";
+import { IDLE_GAP_MS, idleRtt, idleRttRows } from "./lib/idle_rtt.ts";
 import { judge, judgeCpu, LOG_TARGET_RATIO, TARGET_RATIO } from "./lib/verdict.ts";
 import { runStateSections, type StateSection } from "./state.ts";
 
@@ -142,10 +143,19 @@ async function latencySection(
 
   const m = await measure(children, bins.pingpong, endpoints, opts, clockTicksPerSecond(), log);
   const verdict = judge(m.results);
+  const alive = endpoints.filter((ep) => !m.failures[ep.name] && !ep.relay?.exited);
+  const idle = await idleRtt(children, bins.pingpong, alive, log);
 
   console.log(`\n${latencyTable(m, opts)}\n`);
   console.log(verdictText(verdict));
   latencyGoals(m, goals);
+  goals.push(...idleRttRows(idle));
+  console.log(
+    `Round trips after ${IDLE_GAP_MS} ms idle (p50 per run, µs): ${
+      [...idle].map(([name, runs]) => `${name} ${runs.map((v) => v.toFixed(1)).join(", ")}`)
+        .join("; ")
+    }`,
+  );
   for (const [name, mem] of Object.entries(m.memory)) {
     if (mem) console.log(memoryText(PATH_LABELS[name as PathName], mem));
   }

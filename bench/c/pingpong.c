@@ -1,6 +1,6 @@
 /* pingpong: a vhost-user front-end that measures request/reply round trips.
  *
- * usage: pingpong --socket PATH [--rounds N] [--warmup W] [--fd] [--request CODE]
+ * usage: pingpong --socket PATH [--rounds N] [--warmup W] [--fd] [--request CODE] [--gap-ms G]
  *
  * Opens the session the way QEMU does (GET_FEATURES, GET_PROTOCOL_FEATURES,
  * SET_PROTOCOL_FEATURES with REPLY_ACK, SET_OWNER): only with REPLY_ACK negotiated does a
@@ -113,19 +113,21 @@ int main(int argc, char **argv) {
   long rounds = 20000, warmup = 2000;
   int with_fd = 0;
   uint32_t request = 0;
+  long gap_ms = 0;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--socket") && i + 1 < argc) path = argv[++i];
     else if (!strcmp(argv[i], "--rounds") && i + 1 < argc) rounds = atol(argv[++i]);
     else if (!strcmp(argv[i], "--warmup") && i + 1 < argc) warmup = atol(argv[++i]);
     else if (!strcmp(argv[i], "--request") && i + 1 < argc) request = (uint32_t)atol(argv[++i]);
     else if (!strcmp(argv[i], "--fd")) with_fd = 1;
+    else if (!strcmp(argv[i], "--gap-ms") && i + 1 < argc) gap_ms = atol(argv[++i]);
     else {
       fprintf(stderr, "pingpong: bad argument %s\n", argv[i]);
       return 2;
     }
   }
-  if (!path || rounds < 1 || warmup < 0) {
-    fprintf(stderr, "usage: pingpong --socket PATH [--rounds N] [--warmup W] [--fd] [--request CODE]\n");
+  if (!path || rounds < 1 || warmup < 0 || gap_ms < 0) {
+    fprintf(stderr, "usage: pingpong --socket PATH [--rounds N] [--warmup W] [--fd] [--request CODE] [--gap-ms G]\n");
     return 2;
   }
   /* Default codes are real requests whose 8-byte payload and fd usage match what we send:
@@ -160,6 +162,12 @@ int main(int argc, char **argv) {
   if (!rtt) return 1;
   long fds_back = 0;
   for (long i = 0; i < warmup + rounds; i++) {
+    /* --gap-ms: the relay idles between requests, as during a migration's switch-over, where
+     * each request comes after the relay has slept (its wake-up is then part of the trip). */
+    if (gap_ms > 0) {
+      struct timespec gap = {gap_ms / 1000, (gap_ms % 1000) * 1000000L};
+      nanosleep(&gap, NULL);
+    }
     uint64_t t0 = now_ns();
     if (vu_send(s, &req) < 0) {
       perror("pingpong: send");
