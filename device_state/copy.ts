@@ -18,7 +18,7 @@
 import type { OwnedFd } from "../ffi/fd.ts";
 import { DEFAULT_FINGERPRINT, type FingerprintAlgorithm, hashesInline } from "./fingerprint.ts";
 import { SystemError } from "../ffi/errors.ts";
-import { fdKind } from "../ffi/fdinfo.ts";
+import { isPipe } from "../ffi/fdinfo.ts";
 import {
   bytesReadable,
   createPipe,
@@ -232,7 +232,7 @@ export class StateCopy {
   /** Both ends pipes? Then splice works; grow the pipes to 1 MiB for fewer wake-ups. */
   #trySplice(): boolean {
     try {
-      if (fdKind(this.#src.fd) !== "pipe" || fdKind(this.#dst.fd) !== "pipe") return false;
+      if (!isPipe(this.#src.fd) || !isPipe(this.#dst.fd)) return false;
       for (const fd of [this.#src, this.#dst]) {
         try {
           setPipeSize(fd, CHUNK);

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { closeAll, type OwnedFd } from "../../ffi/fd.ts";
-import { countOpenFds, fdKind } from "../../ffi/fdinfo.ts";
+import { countOpenFds, fdKind, isPipe } from "../../ffi/fdinfo.ts";
 import { createMemfd, createPipe, readFd, writeFd } from "../../ffi/pipe.ts";
 import { createEventFd, drainEventFd, signalEventFd } from "../../ffi/poll.ts";
 import {
@@ -196,4 +196,22 @@ Deno.test("epoll reports readiness of registered fds with the packed 12-byte eve
   assert.ok(ep.wait(0).every((r) => r.fd === b.fd));
   ep.close();
   closeAll([a, b, efd]);
+});
+
+Deno.test("isPipe answers for both ends of a pipe and for nothing else, as fdKind does", () => {
+  const [r, w] = createPipe();
+  const [a, b] = socketPair();
+  const e = createEventFd();
+  const m = createMemfd("vup-is-pipe", 4096);
+  try {
+    for (const fd of [r, w, a, b, e, m]) {
+      assert.equal(isPipe(fd.fd), fdKind(fd.fd) === "pipe", `fd ${fd.fd} (${fdKind(fd.fd)})`);
+    }
+    assert.ok(isPipe(r.fd) && isPipe(w.fd));
+    const closed = r.fd;
+    r.close();
+    assert.equal(isPipe(closed), false, "a closed fd is no pipe");
+  } finally {
+    closeAll([w, a, b, e, m]);
+  }
 });
