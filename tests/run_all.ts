@@ -18,7 +18,9 @@ try {
   // first run
 }
 
-const paths = Deno.args.length > 0 ? Deno.args : ["tests/unit", "tests/hostile", "tests/e2e"];
+const paths = Deno.args.length > 0
+  ? Deno.args
+  : ["protocol", "tests/unit", "tests/hostile", "tests/e2e"];
 const child = new Deno.Command(Deno.execPath(), {
   args: ["test", "-A", "--no-prompt", `--junit-path=${junit}`, ...paths],
   cwd: root,

@@ -3,7 +3,8 @@
  * on an upward or circular import. Reads the import statements of every module under the layer
  * folders; `import type` counts too, since a type is a dependency as well.
  *
- *   ffi/, protocol/      know nothing above them (protocol does not even know ffi/)
+ *   ffi/, protocol/      know nothing above them (protocol does not even know ffi/, and its
+ *                        tests, beside it, run with no permission)
  *   log/                 records, their human form, sinks, offline tools: protocol/, ffi/
  *   device_state/        the state transfer: log/, protocol/, ffi/
  *   relay/               framing, sessions, the engine, restarts: everything below
@@ -105,4 +106,16 @@ Deno.test("architecture: protocol/ and the offline log tools import without any 
     const r = await out.output();
     assert.equal(r.code, 0, `${entry} needs a permission: ${new TextDecoder().decode(r.stderr)}`);
   }
+});
+
+Deno.test("architecture: protocol/'s own tests pass with no permission (deno test protocol/)", async () => {
+  const r = await new Deno.Command(Deno.execPath(), {
+    args: ["test", "--no-prompt", "--quiet", "protocol/"],
+    cwd: ROOT,
+    stderr: "piped",
+    stdout: "piped",
+  }).output();
+  const text = new TextDecoder().decode(r.stdout) + new TextDecoder().decode(r.stderr);
+  assert.equal(r.code, 0, `deno test protocol/ failed without permissions:\n${text.slice(-2000)}`);
+  assert.match(text, /\b[1-9]\d* passed\b/, "protocol/ has tests beside its code");
 });

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { codeIn, type Dialect, REQUESTS, type RequestSpec } from "../../protocol/catalogue.ts";
+import { codeIn, type Dialect, REQUESTS, type RequestSpec } from "./catalogue.ts";
 import {
   allowedFds,
   createMessage,
@@ -13,13 +13,8 @@ import {
   readHeader,
   resolveLayout,
   summarizeMessage,
-} from "../../protocol/codec.ts";
-import type {
-  LayoutName,
-  MemoryRegion,
-  PayloadOf,
-  XenMemoryRegion,
-} from "../../protocol/layouts.ts";
+} from "./codec.ts";
+import type { LayoutName, MemoryRegion, PayloadOf, XenMemoryRegion } from "./layouts.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Arbitraries for valid payloads of every layout

@@ -6,9 +6,9 @@
  * @module
  */
 
-import type { Channel, Dialect, Side } from "../../protocol/catalogue.ts";
-import type { DecodeContext, Negotiated } from "../../protocol/codec.ts";
-import type { LayoutName } from "../../protocol/layouts.ts";
+import type { Channel, Dialect, Side } from "./catalogue.ts";
+import type { DecodeContext, Negotiated } from "./codec.ts";
+import type { LayoutName } from "./layouts.ts";
 
 /** Hex of an unsigned little-endian integer of `bytes` bytes. */
 export function le(value: bigint | number, bytes: number): string {

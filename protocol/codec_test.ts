@@ -18,9 +18,9 @@ import {
   replyFdsAllowed,
   summarizeMessage,
   writeHeader,
-} from "../../protocol/codec.ts";
-import { ProtocolError, type ProtocolViolation } from "../../protocol/violations.ts";
-import type { Channel, Side } from "../../protocol/catalogue.ts";
+} from "./codec.ts";
+import { ProtocolError, type ProtocolViolation } from "./violations.ts";
+import type { Channel, Side } from "./catalogue.ts";
 import {
   bytesOf,
   ctxOf,
@@ -31,7 +31,7 @@ import {
   VIRTIOFSD_PROTOCOL,
   VIRTIOFSD_VIRTIO,
   zeros,
-} from "./protocol_fixtures.ts";
+} from "./_test_utils.ts";
 
 type Ctx = Parameters<typeof ctxOf>[1];
 

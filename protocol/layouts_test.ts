@@ -10,15 +10,15 @@ import {
   sizeText,
   summarizePayload,
   uuidText,
-} from "../../protocol/layouts.ts";
+} from "./layouts.ts";
 import {
   describeProtocolFeatures,
   describeVirtioFeatures,
   hasProtocolFeature,
   protocolFeatureBit,
   protocolFeatureMask,
-} from "../../protocol/features.ts";
-import { bytesOf, u32, u64, zeros } from "./protocol_fixtures.ts";
+} from "./features.ts";
+import { bytesOf, u32, u64, zeros } from "./_test_utils.ts";
 
 /** Struct sizes from spec §1.4.1. */
 const SIZES: Record<keyof typeof FIELD_TABLES, number> = {

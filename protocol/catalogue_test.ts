@@ -7,11 +7,11 @@ import {
   type LayoutRef,
   REQUESTS,
   requestsOf,
-} from "../../protocol/catalogue.ts";
-import { type LayoutName, LAYOUTS } from "../../protocol/layouts.ts";
-import { PROTOCOL_FEATURES, VIRTIO_FEATURES } from "../../protocol/features.ts";
-import { FIXTURES } from "./protocol_fixtures.ts";
-import { SPEC_BACKEND_NAMES, SPEC_FRONT_END_NAMES } from "../support/spec_names.ts";
+} from "./catalogue.ts";
+import { type LayoutName, LAYOUTS } from "./layouts.ts";
+import { PROTOCOL_FEATURES, VIRTIO_FEATURES } from "./features.ts";
+import { FIXTURES } from "./_test_utils.ts";
+import { SPEC_BACKEND_NAMES, SPEC_FRONT_END_NAMES } from "../tests/support/spec_names.ts";
 
 /** Front-end request names 1..44 and back-end request names 1..10, as the spec lists them. */
 const MAIN_NAMES = SPEC_FRONT_END_NAMES.slice(1);

@@ -6,16 +6,10 @@ import {
   translateMessage,
   translateProtocolFeatures,
   translateRequestCode,
-} from "../../protocol/dialect.ts";
-import {
-  decodeMessage,
-  encodeMessage,
-  HEADER_SIZE,
-  type Message,
-  readHeader,
-} from "../../protocol/codec.ts";
-import { REQUESTS } from "../../protocol/catalogue.ts";
-import { bytesOf, ctxOf, hdr, u64 } from "./protocol_fixtures.ts";
+} from "./dialect.ts";
+import { decodeMessage, encodeMessage, HEADER_SIZE, type Message, readHeader } from "./codec.ts";
+import { REQUESTS } from "./catalogue.ts";
+import { bytesOf, ctxOf, hdr, u64 } from "./_test_utils.ts";
 
 const bit = (n: number) => 1n << BigInt(n);
 
