@@ -308,7 +308,8 @@ Deno.test("CLI: the drop-in given an --fd that is not open: one line, exit 1 (no
 Deno.test("CLI: the drop-in gives its --socket-path the --socket-mode asked for", async () => {
   const dir = Deno.makeTempDirSync();
   const socket = `${dir}/vfs.sock`;
-  // A back-end that lives a second (`sh -c 'sleep 1' --socket-path=<private>`).
+  // A back-end that lives three seconds (`sh -c 'sleep 3' --socket-path=<private>`): the socket
+  // exists from the drop-in's start (a Deno start-up, longer on a busy machine) to its end.
   const running = cli(
     "backend",
     "--quiet",
@@ -319,10 +320,10 @@ Deno.test("CLI: the drop-in gives its --socket-path the --socket-mode asked for"
     "--",
     `--socket-path=${socket}`,
     "-c",
-    "sleep 1",
+    "sleep 3",
   );
   let mode: number | undefined;
-  for (let i = 0; i < 100 && mode === undefined; i++) {
+  for (let i = 0; i < 1000 && mode === undefined; i++) {
     try {
       mode = Deno.lstatSync(socket).mode! & 0o777;
     } catch {
