@@ -161,6 +161,7 @@ export class Engine {
         (s) => this.sessions.delete(s),
         cred,
       );
+      session.start();
       if (!session.ended) this.sessions.add(session);
     }
   }
@@ -247,8 +248,7 @@ export class Engine {
     // A bug or an unexpected failure inside one session: end that session, keep the others.
     const msg = error instanceof Error ? `${error.message}\n${error.stack ?? ""}` : String(error);
     for (const s of this.sessions) {
-      const fds = [s.front, s.back, s.frontBackendChannel, s.backBackendChannel];
-      if (source !== "timer" && fds.includes(source as never)) {
+      if (source !== "timer" && s.owns(source)) {
         s.end(`internal error: ${msg}`, "proxy", "error");
         return;
       }

@@ -187,16 +187,36 @@ export class Session implements EndpointOwner {
     reactor.add(this.front);
     this.deviceState = options.deviceState?.(this);
     this.model = new SessionModel(options.backDialect, { keepFds: options.keepModel ?? false });
-    emit({
+    this.#credentials = credentials;
+  }
+
+  readonly #credentials: PeerCredentials | null;
+  #started = false;
+
+  /**
+   * Logs the session's start and connects to the back-end (or adopts `backendSocket`). Apart
+   * from the constructor so that building a session does no I/O; a failed connection ends the
+   * session (see {@linkcode ended}). Once only.
+   */
+  start(): void {
+    if (this.#started) return;
+    this.#started = true;
+    this.#emit({
       type: "session-start",
       ts: timestamp(),
       session: this.id,
-      frontEnd: credentials,
-      backend: options.backendPath,
+      frontEnd: this.#credentials,
+      backend: this.options.backendPath,
     });
-    this.#connectDeadline = performance.now() + options.connectTimeoutMs;
-    if (options.backendSocket) this.#adoptBackend(options.backendSocket);
+    this.#connectDeadline = performance.now() + this.options.connectTimeoutMs;
+    if (this.options.backendSocket) this.#adoptBackend(this.options.backendSocket);
     else this.#tryConnect();
+  }
+
+  /** Whether `watch` is one of this session's sockets (to end the right session on a bug). */
+  owns(watch: unknown): boolean {
+    return watch === this.front || watch === this.back ||
+      watch === this.frontBackendChannel || watch === this.backBackendChannel;
   }
 
   /** True once the session has closed everything. */

@@ -195,6 +195,7 @@ export function warmUpSession(
       () => {},
       null,
     );
+    session.start();
     const back = new Peer(backFd);
     owned.push(back);
 
