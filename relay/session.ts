@@ -45,6 +45,20 @@ import { MAX_PAYLOAD_SIZE } from "../protocol/violations.ts";
 import { SessionModel } from "./session_model.ts";
 import type { DeviceStateHooks, Verdict } from "../device_state/hooks.ts";
 
+/** How a peer's closing was found (`#peerClosed`). */
+interface PeerClosed {
+  /** The peer closed with part of a message read. */
+  midMessage?: boolean;
+  /** Bytes of that message read. */
+  have?: number;
+  /** Its request code, when the header was whole. */
+  code?: number;
+  /** The request being relayed to the peer when the closing was seen. */
+  sending?: string;
+  /** The rest of the sentence (what else was seen). */
+  context?: string;
+}
+
 /** How a session behaves. */
 export interface SessionOptions {
   id: number;
@@ -293,7 +307,11 @@ export class Session implements EndpointOwner {
         this.#handle(endpoint, outcome.frame);
         return;
       case "eof":
-        this.#peerClosed(endpoint, outcome.midMessage, outcome.have, outcome.header?.request);
+        this.#peerClosed(endpoint, {
+          midMessage: outcome.midMessage,
+          have: outcome.have,
+          code: outcome.header?.request,
+        });
         return;
       case "violation": {
         const r = outcome.reason;
@@ -314,16 +332,11 @@ export class Session implements EndpointOwner {
   hungUp(endpoint: Endpoint): void {
     if (this.#ended) return;
     const queued = endpoint.target?.channel.pendingOutput ?? 0;
-    this.#peerClosed(
-      endpoint,
-      false,
-      0,
-      undefined,
-      undefined,
-      ` while the ${
+    this.#peerClosed(endpoint, {
+      context: ` while the ${
         endpoint.target?.peer ?? "other side"
       } was not reading (${queued} bytes still queued for it)`,
-    );
+    });
   }
 
   // ---- relay ---------------------------------------------------------------------------------
@@ -350,7 +363,7 @@ export class Session implements EndpointOwner {
     if (!decoded.ok) {
       closeAll(frame.fds);
       const v = decoded.error;
-      this.#violation(from, v.request, v.field ?? v.kind, v.message, true);
+      this.#violation(from, v.request, v.field ?? v.kind, { sentence: v.message });
       return;
     }
     const message = decoded.message;
@@ -851,16 +864,19 @@ export class Session implements EndpointOwner {
 
   // ---- failures and teardown ---------------------------------------------------------------
 
+  /**
+   * Ends the session for a message the proxy will not relay. `detail` completes the proxy's
+   * sentence; the codec's violations come as their own `sentence`.
+   */
   #violation(
     from: Endpoint,
     request: string,
     field: string,
-    detail: string,
-    rendered = false,
+    detail: string | { sentence: string },
   ): void {
-    const message = rendered
-      ? detail
-      : `Cannot relay ${request} from ${from.peer} on the ${from.kind} channel: ${detail}`;
+    const message = typeof detail === "string"
+      ? `Cannot relay ${request} from ${from.peer} on the ${from.kind} channel: ${detail}`
+      : detail.sentence;
     this.emit({
       type: "error",
       ts: timestamp(),
@@ -876,7 +892,7 @@ export class Session implements EndpointOwner {
 
   #ioFailed(endpoint: Endpoint, error: unknown, sending?: string): void {
     if (error instanceof SystemError && error.isDisconnect) {
-      this.#peerClosed(endpoint, false, 0, undefined, sending);
+      this.#peerClosed(endpoint, { sending });
       return;
     }
     const msg = error instanceof Error ? error.message : String(error);
@@ -892,14 +908,8 @@ export class Session implements EndpointOwner {
     this.end(`I/O failure: ${msg}`, "proxy", "error");
   }
 
-  #peerClosed(
-    endpoint: Endpoint,
-    midMessage: boolean,
-    have: number,
-    code?: number,
-    sending?: string,
-    context = "",
-  ): void {
+  #peerClosed(endpoint: Endpoint, how: PeerClosed = {}): void {
+    const { midMessage = false, have = 0, code, sending, context = "" } = how;
     // Without a whole header there is no request code to name.
     const what = !midMessage
       ? ""
