@@ -22,7 +22,6 @@ import { type ControlServer, parseControlRequest, serveControl } from "./relay/c
 import { ctlCommand } from "./cli/ctl.ts";
 import { parseFaults } from "./device_state/faults.ts";
 import { DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_STUCK_AFTER_MS } from "./relay/engine_defaults.ts";
-import { stateShow } from "./device_state/state_show.ts";
 import {
   DEFAULT_FINGERPRINT,
   FINGERPRINT_ALGORITHMS,
@@ -692,7 +691,7 @@ async function backendCommand(args: string[]): Promise<number> {
   }
 }
 
-function stateCommand(args: string[]): number {
+async function stateCommand(args: string[]): Promise<number> {
   if (wantsHelp(args)) return help("state");
   const [verb, ...rest] = args;
   if (verb !== "show") {
@@ -710,6 +709,8 @@ function stateCommand(args: string[]): number {
   if (positionals.length !== 1) {
     throw new UsageError("exactly one <file> is required", "state show");
   }
+  // Loaded here: it instantiates the WebAssembly hashes, which `run`'s main thread never needs.
+  const { stateShow } = await import("./device_state/state_show.ts");
   return stateShow(positionals[0], { json: values.json });
 }
 
@@ -1030,7 +1031,7 @@ export async function main(args: string[]): Promise<number> {
       case "backend":
         return wantsHelp(rest) ? help("backend") : await backendCommand(rest);
       case "state":
-        return stateCommand(rest);
+        return await stateCommand(rest);
       case "log":
         return await logCommand(rest);
       case "ctl":

@@ -11,8 +11,8 @@
  * - `sha256`: node:crypto, as before (~0.9–1.4 GB/s here); trails the stream. Records keep their
  *   `sha256` field for it, so old tools and logs stay readable.
  *
- * The WebAssembly instances are created once per thread when this module loads; every call is
- * synchronous, as the poll loop needs, once {@linkcode fingerprintsReady} has resolved (a
+ * The WebAssembly instances are created once per thread, when it first awaits
+ * {@linkcode fingerprintsReady}; every call is synchronous after that, as the poll loop needs (a
  * thread's entry point awaits it; not a top-level await, which would make a Worker importing
  * this module lose the messages posted to it meanwhile). One instance per algorithm serves
  * every stream of the thread: a stream that finds another one's state in the
@@ -72,11 +72,22 @@ class SharedInstance {
 
 let instances: Record<"xxh3-128" | "blake3", SharedInstance> | undefined;
 
-/** Resolves once this thread's WebAssembly hashes are instantiated: await it before hashing. */
-export const fingerprintsReady: Promise<void> = Promise.all([createXXHash128(), createBLAKE3()])
-  .then(([xxh, blake3]) => {
-    instances = { "xxh3-128": new SharedInstance(xxh), blake3: new SharedInstance(blake3) };
-  });
+let loading: Promise<void> | undefined;
+
+/**
+ * Resolves once this thread's WebAssembly hashes are instantiated: await it before hashing. The
+ * instances are made on the first await, not when the module loads: a thread that only names
+ * the algorithms (the CLI's main thread, which parses `--state-hash` and writes the log) then
+ * never compiles WebAssembly, which measured +18–25 MiB of RSS per thread.
+ */
+export const fingerprintsReady: PromiseLike<void> = {
+  then(onReady, onFailed) {
+    loading ??= Promise.all([createXXHash128(), createBLAKE3()]).then(([xxh, blake3]) => {
+      instances = { "xxh3-128": new SharedInstance(xxh), blake3: new SharedInstance(blake3) };
+    });
+    return loading.then(onReady, onFailed);
+  },
+};
 
 class WasmDigester implements Digester {
   readonly #shared: SharedInstance;
