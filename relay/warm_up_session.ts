@@ -9,7 +9,7 @@
  * per migration (per-thread schedstat), most of the proxy's share of the downtime: each proxy
  * process meets these paths for the first time while the VM is stopped.
  *
- * The script is what QEMU 10 sends around a migration (docs/interop/vhost-user.rst; traced
+ * The script is what QEMU 10 sends around a migration (docs/protocol.md; traced
  * with `-trace vhost_user_*`): the destination's LOAD, CHECK and ring start, then the source's
  * ring stop, SAVE and CHECK. The back-end peer answers as virtiofsd does. The session runs over
  * socketpairs (no file, no connect).
@@ -21,16 +21,19 @@ import { closeAll, type OwnedFd } from "../ffi/fd.ts";
 import { createMemfd, createPipe, readFd, writeAll } from "../ffi/pipe.ts";
 import { createEventFd } from "../ffi/poll.ts";
 import { Reactor } from "../ffi/reactor.ts";
-import { recvWithFds, sendWithFds, socketPair } from "../ffi/socket.ts";
+import { socketPair } from "../ffi/socket.ts";
 import type { DeviceStateConfig, DeviceStateFactory } from "./engine.ts";
 import type { LogRecord } from "../log/record.ts";
 import { Session } from "./session.ts";
+import { frame, ScriptedPeer } from "./scripted_peer.ts";
 import { codeIn, findRequestByName } from "../protocol/catalogue.ts";
 import { protocolFeatureMask, virtioFeatureMask } from "../protocol/features.ts";
 
 const REQUEST = 0x1;
 const NEED_REPLY = 0x8;
 const REPLY = 0x5;
+/** The rehearsal's largest message is a 40-byte region: pooled channel buffers suffice. */
+const PEER_PAYLOAD = 4096;
 /** Virtio bit 30 (protocol features) and the protocol features QEMU and virtiofsd agree on. */
 const FEATURES = virtioFeatureMask("VIRTIO_F_VERSION_1") |
   virtioFeatureMask("VHOST_USER_F_PROTOCOL_FEATURES");
@@ -70,64 +73,6 @@ export interface WarmUpResult {
   ms: number;
   /** Records the session emitted that were not expected (a script that no longer fits). */
   problems: string[];
-}
-
-/** A scripted peer end: frames out, frames in, on a nonblocking socket. */
-class Peer {
-  readonly fd: OwnedFd;
-  readonly #buf = new Uint8Array(new ArrayBuffer(4096));
-  #have = 0;
-  #fds: OwnedFd[] = [];
-
-  constructor(fd: OwnedFd) {
-    this.fd = fd;
-    fd.setNonBlocking(true);
-  }
-
-  send(
-    request: number,
-    flags: number,
-    payload: Uint8Array = new Uint8Array(0),
-    fds: number[] = [],
-  ) {
-    const frame = new Uint8Array(new ArrayBuffer(12 + payload.length));
-    const v = new DataView(frame.buffer);
-    v.setUint32(0, request, true);
-    v.setUint32(4, flags, true);
-    v.setUint32(8, payload.length, true);
-    frame.set(payload, 12);
-    if (sendWithFds(this.fd.fd, frame, 0, frame.length, fds) !== frame.length) {
-      throw new Error("warm-up: short send");
-    }
-  }
-
-  /** The next frame, if one has arrived whole: its code, payload and fds. */
-  poll(): { request: number; payload: Uint8Array; fds: OwnedFd[] } | undefined {
-    const r = recvWithFds(this.fd.fd, this.#buf, this.#have, this.#buf.length - this.#have);
-    if (r.kind === "eof") throw new Error("warm-up: the proxy closed");
-    if (r.kind === "data") {
-      this.#have += r.bytes;
-      this.#fds.push(...r.fds);
-    }
-    if (this.#have < 12) return undefined;
-    const v = new DataView(this.#buf.buffer);
-    const size = v.getUint32(8, true);
-    if (this.#have < 12 + size) return undefined;
-    const frame = {
-      request: v.getUint32(0, true),
-      payload: this.#buf.slice(12, 12 + size),
-      fds: this.#fds,
-    };
-    this.#buf.copyWithin(0, 12 + size, this.#have);
-    this.#have -= 12 + size;
-    this.#fds = [];
-    return frame;
-  }
-
-  close(): void {
-    closeAll(this.#fds);
-    this.fd.close();
-  }
 }
 
 function u64(value: bigint): Uint8Array {
@@ -175,7 +120,7 @@ export function warmUpSession(
   const owned: { close(): void }[] = [];
   let session: Session | undefined;
   try {
-    const front = new Peer(frontEnd);
+    const front = new ScriptedPeer(frontEnd, { maxPayload: PEER_PAYLOAD });
     owned.push(front);
     session = new Session(
       proxyEnd,
@@ -196,11 +141,11 @@ export function warmUpSession(
       null,
     );
     session.start();
-    const back = new Peer(backFd);
+    const back = new ScriptedPeer(backFd, { maxPayload: PEER_PAYLOAD });
     owned.push(back);
 
     /** Turns the reactor until `peer` has a frame. */
-    const next = (peer: Peer) => {
+    const next = (peer: ScriptedPeer) => {
       for (let i = 0; i < 200; i++) {
         const f = peer.poll();
         if (f) return f;
@@ -217,14 +162,14 @@ export function warmUpSession(
       needReply = false,
     ) => {
       const request = codeOf(name);
-      front.send(request, REQUEST | (needReply ? NEED_REPLY : 0), payload, fds);
+      front.sendRaw(frame(request, REQUEST | (needReply ? NEED_REPLY : 0), payload), fds);
       const got = next(back);
       const received = got.fds;
       if (reply === undefined && !needReply) {
         closeAll(received);
         return [];
       }
-      back.send(request, REPLY, reply ?? u64(0n));
+      back.sendRaw(frame(request, REPLY, reply ?? u64(0n)));
       closeAll(next(front).fds);
       return received;
     };
