@@ -29,7 +29,7 @@ import { socketPair } from "../../ffi/socket.ts";
 import { type Channel, judge, Model } from "../fuzz/_oracle.ts";
 import { replyTo } from "../fuzz/_gen.ts";
 import { Prng, shmemConfig, sleepSync, u64, vringState } from "../hostile/_wire.ts";
-import { ScriptedPeer } from "./scripted_peer.ts";
+import { frame, ScriptedPeer } from "./scripted_peer.ts";
 import { SPEC_BACKEND_NAMES, SPEC_FRONT_END_NAMES } from "./spec_names.ts";
 
 /** The four sockets of a session: QEMU's and the back-end's main sockets, and their ends of the
@@ -278,16 +278,9 @@ function sendBytes(
   }
 }
 
-/** Header + payload. */
-export function frameBytes(request: number, flags: number, payload: Uint8Array): Uint8Array {
-  const out = new Uint8Array(new ArrayBuffer(12 + payload.length));
-  const v = new DataView(out.buffer);
-  v.setUint32(0, request, true);
-  v.setUint32(4, flags, true);
-  v.setUint32(8, payload.length, true);
-  out.set(payload, 12);
-  return out;
-}
+/** Header + payload (the scripted peer's own framing). */
+export const frameBytes: (request: number, flags: number, payload: Uint8Array) => Uint8Array =
+  frame;
 
 /** A deterministic 32-bit seed of some bytes (FNV-1a). */
 function seedOf(bytes: Uint8Array): number {
