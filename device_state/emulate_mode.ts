@@ -8,7 +8,7 @@
  */
 
 import type { Message } from "../protocol/codec.ts";
-import { hex, hexBytes, vringStateNum } from "../protocol/layouts.ts";
+import { hex, hexBytes, readPayload } from "../protocol/layouts.ts";
 import { protocolFeatureMask } from "../protocol/features.ts";
 import { translateProtocolFeatures } from "../protocol/dialect.ts";
 import { timestamp } from "../log/record.ts";
@@ -69,8 +69,10 @@ export class EmulateMode extends TransferMode<EmulatedTransfer> {
         if (isReply !== (message.name === "GET_VRING_BASE")) return FORWARD;
         if (p.layout !== "vring_state" && p.layout !== "vring_base_packed") return FORWARD;
         const entry = this.#vrings.get(p.index) ?? {};
-        if (message.name === "SET_VRING_NUM") entry.num = vringStateNum(p);
-        else entry.base = vringStateNum(p);
+        // The blob keeps the wire's u32, split or packed ring alike: read as the plain layout.
+        const num = readPayload("vring_state", frame.payload).num;
+        if (message.name === "SET_VRING_NUM") entry.num = num;
+        else entry.base = num;
         this.#vrings.set(p.index, entry);
         return FORWARD;
       }

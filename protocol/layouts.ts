@@ -555,13 +555,6 @@ export interface VringBasePacked {
   readonly usedWrap: boolean;
 }
 
-/** The 32-bit `num` of a ring's state as on the wire, whichever ring layout decoded it. */
-export function vringStateNum(state: VringState | VringBasePacked): number {
-  if ("num" in state) return state.num;
-  return (state.availIndex | (state.availWrap ? 1 << 15 : 0) | (state.usedIndex << 16) |
-    (state.usedWrap ? 1 << 31 : 0)) >>> 0;
-}
-
 /** Vring file index u64 of SET_VRING_KICK/CALL/ERR: index, NOFD bit, reserved bits 9–63. */
 export interface VringFile {
   /** Ring index (bits 0–7). */
