@@ -49,6 +49,13 @@ export function frame(
   return out;
 }
 
+/** A u64 payload. */
+export function u64(value: bigint | number): Uint8Array {
+  const out = new Uint8Array(new ArrayBuffer(8));
+  new DataView(out.buffer).setBigUint64(0, BigInt(value), true);
+  return out;
+}
+
 function wireOf(f: Frame): WireMessage {
   return { request: f.request, flags: f.flags, payload: f.payload.slice(), fds: f.fds };
 }

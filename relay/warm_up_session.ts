@@ -25,7 +25,7 @@ import { socketPair } from "../ffi/socket.ts";
 import type { DeviceStateConfig, DeviceStateFactory } from "./engine.ts";
 import type { LogRecord } from "../log/record.ts";
 import { Session } from "./session.ts";
-import { frame, ScriptedPeer } from "./scripted_peer.ts";
+import { frame, ScriptedPeer, u64 } from "./scripted_peer.ts";
 import { codeIn, findRequestByName } from "../protocol/catalogue.ts";
 import { protocolFeatureMask, virtioFeatureMask } from "../protocol/features.ts";
 
@@ -73,12 +73,6 @@ export interface WarmUpResult {
   ms: number;
   /** Records the session emitted that were not expected (a script that no longer fits). */
   problems: string[];
-}
-
-function u64(value: bigint): Uint8Array {
-  const b = new Uint8Array(new ArrayBuffer(8));
-  new DataView(b.buffer).setBigUint64(0, value, true);
-  return b;
 }
 
 function u32s(...values: number[]): Uint8Array {

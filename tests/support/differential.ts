@@ -24,12 +24,12 @@ import { closeAll, OwnedFd } from "../../ffi/fd.ts";
 import { SystemError } from "../../ffi/errors.ts";
 import { classifyLink } from "../../ffi/fdinfo.ts";
 import { createMemfd, createPipe, readFd, writeAll } from "../../ffi/pipe.ts";
-import { createEventFd, POLLIN, PollSet } from "../../ffi/poll.ts";
+import { createEventFd, POLLIN } from "../../ffi/poll.ts";
 import { socketPair } from "../../ffi/socket.ts";
 import { type Channel, judge, Model } from "../fuzz/_oracle.ts";
 import { replyTo } from "../fuzz/_gen.ts";
 import { Prng, shmemConfig, sleepSync, u64, vringState } from "../hostile/_wire.ts";
-import { frame, ScriptedPeer } from "./scripted_peer.ts";
+import { frame, ScriptedPeer, waitFor } from "./scripted_peer.ts";
 import { SPEC_BACKEND_NAMES, SPEC_FRONT_END_NAMES } from "./spec_names.ts";
 
 /** The four sockets of a session: QEMU's and the back-end's main sockets, and their ends of the
@@ -204,17 +204,6 @@ export function inspectFd(fd: number): Omit<FdSeen, "sameAsSent"> & { identity: 
   return seen;
 }
 
-function waitReadable(fd: number, timeoutMs: number): boolean {
-  const p = new PollSet();
-  p.add(fd, POLLIN);
-  const deadline = performance.now() + timeoutMs;
-  for (;;) {
-    const left = Math.max(0, Math.ceil(deadline - performance.now()));
-    if (p.wait(left) > 0) return true;
-    if (performance.now() >= deadline) return false;
-  }
-}
-
 /** A frame as received, with whether its fds came late. */
 export interface Received {
   request: number;
@@ -248,7 +237,7 @@ export function receive(peer: ScriptedPeer, timeoutMs = RECV_TIMEOUT_MS): Receiv
     if (r.kind === "eof") return r.midMessage ? `closed mid-message (${r.have} bytes)` : "closed";
     if (r.kind === "violation") return `malformed message: ${r.reason.kind}`;
     const left = deadline - performance.now();
-    if (left <= 0 || !waitReadable(peer.fd, left)) return `nothing within ${timeoutMs} ms`;
+    if (left <= 0 || !waitFor(peer.fd, POLLIN, left)) return `nothing within ${timeoutMs} ms`;
   }
 }
 
@@ -408,7 +397,7 @@ function readToEof(fd: OwnedFd, timeoutMs: number): Uint8Array | string {
   const deadline = performance.now() + timeoutMs;
   for (;;) {
     const left = deadline - performance.now();
-    if (left <= 0 || !waitReadable(fd.fd, left)) return `no EOF within ${timeoutMs} ms`;
+    if (left <= 0 || !waitFor(fd.fd, POLLIN, left)) return `no EOF within ${timeoutMs} ms`;
     const n = readFd(fd, buf);
     if (n === 0) break;
     if (n > 0) {
@@ -579,7 +568,7 @@ export function play(conversation: Conversation, link: Link): Recording {
     // Nothing else may arrive anywhere (a message the proxy made up, or one it repeated).
     for (const name of ["front", "back", "qemuCh", "backCh"] as const) {
       const p = peers[name];
-      if (!p || !waitReadable(p.fd, 5)) continue;
+      if (!p || !waitFor(p.fd, POLLIN, 5)) continue;
       const got = receive(p, 5);
       if (typeof got === "string") continue; // a close at the end is no message
       closeAll(got.fds);

@@ -10,14 +10,7 @@ import { POLLIN } from "../../ffi/poll.ts";
 import { acceptConnection, listenUnix } from "../../ffi/socket.ts";
 import { ScriptedPeer, waitFor } from "../../relay/scripted_peer.ts";
 
-export { frame, ScriptedPeer, type WireMessage } from "../../relay/scripted_peer.ts";
-
-/** A u64 payload. */
-export function u64(value: bigint | number): Uint8Array {
-  const out = new Uint8Array(new ArrayBuffer(8));
-  new DataView(out.buffer).setBigUint64(0, BigInt(value), true);
-  return out;
-}
+export { frame, ScriptedPeer, u64, waitFor, type WireMessage } from "../../relay/scripted_peer.ts";
 
 /** Reads a u64 payload. */
 export function readU64(payload: Uint8Array): bigint {
